@@ -1,0 +1,1 @@
+"""The ``keyhive`` command line."""

@@ -1,0 +1,164 @@
+"""``keyhive``: server, operator and status commands."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from keyhive.cli.client import ClientError, call, default_endpoint, error_text
+from keyhive.server import DEFAULT_ACCOUNT_ID, DEFAULT_PORT, DEFAULT_REGION, ServerConfig, serve
+
+EXIT_SEALED = 2  # `keyhive status`: 0 unsealed, 2 sealed or not initialized, 1 error
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.run(args) or 0)
+    except ClientError as exc:
+        print(f"keyhive: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="keyhive", description="Keyhive: a key management service speaking the AWS KMS API.")
+    commands = parser.add_subparsers(title="commands")
+
+    server = commands.add_parser("server", help="run a Keyhive server")
+    server.add_argument("--dev", action="store_true", help="throwaway dev server: auto-unsealed, root key in memory only")
+    server.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    server.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})")
+    server.add_argument("--data-dir", type=Path, help="directory of the embedded SQLite database")
+    server.add_argument("--region", default=DEFAULT_REGION, help=f"home region shown to users (default {DEFAULT_REGION})")
+    server.add_argument("--regions", help="comma-separated regions to serve (default: every region)")
+    server.add_argument("--account-id", default=DEFAULT_ACCOUNT_ID, help=f"AWS account id of keys and users (default {DEFAULT_ACCOUNT_ID})")
+    server.add_argument("--tls-cert", type=Path, help="PEM certificate: serve HTTPS")
+    server.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
+    server.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    server.add_argument("--scheduler-interval", type=float, default=60.0, help="seconds between deletion/rotation passes")
+    server.set_defaults(run=_server)
+
+    status = commands.add_parser("status", help="show whether the server is initialized and sealed")
+    _endpoint_flag(status)
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.set_defaults(run=_status)
+
+    operator = commands.add_parser("operator", help="init, unseal and seal a server")
+    ops = operator.add_subparsers(title="operator commands")
+    init = ops.add_parser("init", help="create the root key, print the key shares and the first admin credentials once")
+    _endpoint_flag(init)
+    init.add_argument("--shares", type=int, default=5, help="number of key shares (default 5)")
+    init.add_argument("--threshold", type=int, default=3, help="shares needed to unseal (default 3)")
+    init.add_argument("--json", action="store_true", help="print one JSON object")
+    init.set_defaults(run=_init)
+    unseal = ops.add_parser("unseal", help="give one key share (prompted, or read from stdin)")
+    _endpoint_flag(unseal)
+    unseal.set_defaults(run=_unseal)
+    seal = ops.add_parser("seal", help="seal the server (admin credentials from the AWS environment)")
+    _endpoint_flag(seal)
+    seal.set_defaults(run=_seal)
+    return parser
+
+
+def _endpoint_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--endpoint", default=None, help="server URL (default $KEYHIVE_ENDPOINT or http://127.0.0.1:%d)" % DEFAULT_PORT)
+
+
+def _endpoint(args: argparse.Namespace) -> str:
+    return args.endpoint or default_endpoint()
+
+
+def _server(args: argparse.Namespace) -> int:
+    regions = frozenset(r.strip() for r in args.regions.split(",") if r.strip()) if args.regions else None
+    serve(
+        ServerConfig(
+            host=args.host,
+            port=args.port,
+            data_dir=args.data_dir,
+            region=args.region,
+            account_id=args.account_id,
+            regions=regions,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            dev=args.dev,
+            log_level=args.log_level,
+            scheduler_interval=args.scheduler_interval,
+        )
+    )
+    return 0
+
+
+def _print_status(doc: dict[str, Any]) -> None:
+    rows = [
+        ("Initialized", doc.get("initialized")),
+        ("Sealed", doc.get("sealed")),
+        ("Seal type", doc.get("seal_type")),
+        ("Total shares", doc.get("shares")),
+        ("Threshold", doc.get("threshold")),
+        ("Unseal progress", f"{doc.get('progress')}/{doc.get('threshold')}" if doc.get("sealed") else None),
+    ]
+    for name, value in rows:
+        if value is not None:
+            print(f"{name:<16} {str(value).lower() if isinstance(value, bool) else value}")
+
+
+def _status(args: argparse.Namespace) -> int:
+    code, doc = call(_endpoint(args), "GET", "/keyhive/v1/sys/status")
+    if code != 200:
+        raise ClientError(error_text(doc))
+    print(json.dumps(doc)) if args.json else _print_status(doc)
+    return 0 if doc["initialized"] and not doc["sealed"] else EXIT_SEALED
+
+
+def _init(args: argparse.Namespace) -> int:
+    code, doc = call(_endpoint(args), "POST", "/keyhive/v1/sys/init", {"shares": args.shares, "threshold": args.threshold})
+    if code != 200:
+        raise ClientError(error_text(doc))
+    if args.json:
+        print(json.dumps(doc))
+        return 0
+    for i, share in enumerate(doc["shares"], 1):
+        print(f"Key share {i}: {share}")
+    print(f"\nAdmin access key id:     {doc['access_key_id']}")
+    print(f"Admin secret access key: {doc['secret_access_key']}")
+    print(
+        f"\nKeyhive is initialized and sealed. Give {doc['threshold']} of these {len(doc['shares'])} shares to\n"
+        "'keyhive operator unseal' to unseal it. The shares and the secret are shown only\n"
+        "this once: store each share with a different person."
+    )
+    return 0
+
+
+def _unseal(args: argparse.Namespace) -> int:
+    if sys.stdin.isatty():
+        share = getpass.getpass("Key share (hidden): ")
+    else:
+        share = sys.stdin.readline()
+    share = share.strip()
+    if not share:
+        raise ClientError("no key share given")
+    code, doc = call(_endpoint(args), "POST", "/keyhive/v1/sys/unseal", {"share": share})
+    if code != 200:
+        raise ClientError(error_text(doc))
+    _print_status(doc)
+    return 0
+
+
+def _seal(args: argparse.Namespace) -> int:
+    code, doc = call(_endpoint(args), "POST", "/keyhive/v1/sys/seal", {}, sign=True)
+    if code != 200:
+        raise ClientError(error_text(doc))
+    print("Keyhive is sealed.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

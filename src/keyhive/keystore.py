@@ -1,0 +1,246 @@
+"""KMS keys, their material versions and aliases, stored through the barrier.
+
+Paths (every value sealed by the barrier and bound to its path)::
+
+    kms/{account}/{region}/key/{key_id}                     metadata (JSON)
+    kms/{account}/{region}/material/{key_id}/{version:010}  32 bytes of key material
+    kms/{account}/{region}/alias/{alias_name}               alias (JSON)
+
+A key is visible only in its own account and region.  Metadata and material are
+cached in bounded LRU maps; every write goes to storage first, then the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from typing import Generic, Iterator, TypeVar
+
+from keyhive import crypto
+from keyhive.barrier import Barrier
+from keyhive.storage import Conflict
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+METADATA_CACHE_SIZE = 100_000
+MATERIAL_CACHE_SIZE = 100_000
+
+
+class LRU(Generic[K, V]):
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+    def drop(self, key: K) -> None:
+        self._items.pop(key, None)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+@dataclass
+class MaterialVersion:
+    version: int
+    material_id: str  # KeyMaterialId: 64 hex digits, not secret
+    created: float
+    rotation_type: str | None  # None for the first material, else AUTOMATIC | ON_DEMAND
+
+
+@dataclass
+class KeyRecord:
+    key_id: str
+    account: str
+    region: str
+    created: float
+    description: str = ""
+    key_usage: str = "ENCRYPT_DECRYPT"
+    key_spec: str = "SYMMETRIC_DEFAULT"
+    origin: str = "AWS_KMS"
+    state: str = "Enabled"
+    deletion_date: float | None = None
+    pending_window_days: int | None = None
+    policy: str = ""
+    tags: list[dict[str, str]] = field(default_factory=list)
+    rotation_enabled: bool = False
+    rotation_period_days: int | None = None
+    next_rotation: float | None = None
+    on_demand_started: float | None = None
+    versions: list[MaterialVersion] = field(default_factory=list)
+
+    @property
+    def arn(self) -> str:
+        return key_arn(self.region, self.account, self.key_id)
+
+    @property
+    def current(self) -> MaterialVersion:
+        return self.versions[-1]
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> KeyRecord:
+        doc = json.loads(data)
+        doc["versions"] = [MaterialVersion(**v) for v in doc["versions"]]
+        return cls(**doc)
+
+
+@dataclass
+class AliasRecord:
+    name: str
+    target_key_id: str
+    created: float
+    updated: float
+
+
+def key_arn(region: str, account: str, key_id: str) -> str:
+    return f"arn:aws:kms:{region}:{account}:key/{key_id}"
+
+
+def alias_arn(region: str, account: str, name: str) -> str:
+    return f"arn:aws:kms:{region}:{account}:{name}"
+
+
+def _key_path(account: str, region: str, key_id: str) -> str:
+    return f"kms/{account}/{region}/key/{key_id}"
+
+
+def _material_path(account: str, region: str, key_id: str, version: int) -> str:
+    return f"kms/{account}/{region}/material/{key_id}/{version:010d}"
+
+
+def _alias_path(account: str, region: str, name: str) -> str:
+    return f"kms/{account}/{region}/alias/{name}"
+
+
+class Keystore:
+    def __init__(self, barrier: Barrier) -> None:
+        self.barrier = barrier
+        self._meta: LRU[str, KeyRecord] = LRU(METADATA_CACHE_SIZE)
+        self._material: LRU[tuple[str, int], bytes] = LRU(MATERIAL_CACHE_SIZE)
+
+    def forget(self) -> None:
+        """Drop every cached secret (on seal)."""
+        self._meta.clear()
+        self._material.clear()
+
+    # -- keys ---------------------------------------------------------------------
+    def create_key(self, key: KeyRecord) -> KeyRecord:
+        material = crypto.new_key()
+        key.versions = [MaterialVersion(1, crypto.random_bytes(32).hex(), key.created, None)]
+        path = _key_path(key.account, key.region, key.key_id)
+        self.barrier.commit(
+            {
+                path: key.to_json(),
+                _material_path(key.account, key.region, key.key_id, 1): material,
+            },
+            must_be_absent=[path],
+        )
+        self._meta.put(path, key)
+        return key
+
+    @staticmethod
+    def new_key_id() -> str:
+        return str(uuid.uuid4())
+
+    def get_key(self, account: str, region: str, key_id: str) -> KeyRecord | None:
+        path = _key_path(account, region, key_id)
+        cached = self._meta.get(path)
+        if cached is not None:
+            return cached
+        raw = self.barrier.get(path)
+        if raw is None:
+            return None
+        key = KeyRecord.from_json(raw)
+        self._meta.put(path, key)
+        return key
+
+    def save(self, key: KeyRecord) -> None:
+        """Persist changed metadata (the caller mutated ``key``)."""
+        path = _key_path(key.account, key.region, key.key_id)
+        self._meta.drop(path)
+        self.barrier.commit({path: key.to_json()})
+        self._meta.put(path, key)
+
+    def list_key_ids(self, account: str, region: str, after: str, limit: int) -> list[str]:
+        prefix = _key_path(account, region, "")
+        after_path = prefix + after if after else ""
+        rows = self.barrier.storage.scan(prefix, after=after_path, limit=limit)
+        return [path[len(prefix) :] for path, _ in rows]
+
+    def all_keys(self) -> Iterator[KeyRecord]:
+        """Every key of every account and region (for the scheduler)."""
+        for path, raw in self.barrier.storage.scan("kms/"):
+            if "/key/" in path:
+                yield KeyRecord.from_json(self.barrier.decrypt(path, raw))
+
+    # -- material -----------------------------------------------------------------
+    def material(self, key: KeyRecord, version: int) -> bytes | None:
+        cached = self._material.get((key.key_id, version))
+        if cached is not None:
+            return cached
+        value = self.barrier.get(_material_path(key.account, key.region, key.key_id, version))
+        if value is not None:
+            self._material.put((key.key_id, version), value)
+        return value
+
+    def rotate(self, key: KeyRecord, rotation_type: str, now: float) -> MaterialVersion:
+        """Add a material version; older versions keep decrypting."""
+        version = MaterialVersion(key.current.version + 1, crypto.random_bytes(32).hex(), now, rotation_type)
+        key.versions.append(version)
+        path = _key_path(key.account, key.region, key.key_id)
+        self._meta.drop(path)
+        self.barrier.commit(
+            {
+                path: key.to_json(),
+                _material_path(key.account, key.region, key.key_id, version.version): crypto.new_key(),
+            }
+        )
+        self._meta.put(path, key)
+        return version
+
+    def destroy(self, key: KeyRecord) -> None:
+        """Delete a key for good: metadata, every material version, its aliases."""
+        doomed = [_key_path(key.account, key.region, key.key_id)]
+        doomed += [_material_path(key.account, key.region, key.key_id, v.version) for v in key.versions]
+        doomed += [_alias_path(key.account, key.region, a.name) for a in self.aliases(key.account, key.region)
+                   if a.target_key_id == key.key_id]
+        self.barrier.storage.commit(deletes=doomed)
+        self._meta.drop(doomed[0])
+        for v in key.versions:
+            self._material.drop((key.key_id, v.version))
+
+    # -- aliases ------------------------------------------------------------------
+    def get_alias(self, account: str, region: str, name: str) -> AliasRecord | None:
+        raw = self.barrier.get(_alias_path(account, region, name))
+        return None if raw is None else AliasRecord(**json.loads(raw))
+
+    def put_alias(self, account: str, region: str, alias: AliasRecord, *, create: bool) -> bool:
+        """Write an alias; with ``create``, returns False if the name is taken."""
+        path = _alias_path(account, region, alias.name)
+        try:
+            self.barrier.commit({path: json.dumps(asdict(alias)).encode()}, must_be_absent=[path] if create else [])
+        except Conflict:
+            return False
+        return True
+
+    def delete_alias(self, account: str, region: str, name: str) -> None:
+        self.barrier.storage.commit(deletes=[_alias_path(account, region, name)])
+
+    def aliases(self, account: str, region: str) -> list[AliasRecord]:
+        return [AliasRecord(**json.loads(raw)) for _, raw in self.barrier.scan(_alias_path(account, region, ""))]

@@ -1,0 +1,216 @@
+"""One Keyhive node: storage, the seal state, the barrier and what lives under it.
+
+Storage layout outside the barrier (nothing here is secret by itself)::
+
+    core/seal-config   JSON: seal kind, shares, threshold
+    core/root          the root key, wrapped by the seal
+    core/keyring       barrier keys, sealed by the root key
+
+Access keys live under the barrier at ``iam/access-keys/{id}``: while the node
+is sealed it cannot authenticate anyone, so only status, init and unseal work.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import string
+from dataclasses import dataclass
+from typing import Any
+
+from keyhive import crypto
+from keyhive.barrier import Barrier
+from keyhive.errors import SealedException
+from keyhive.keystore import Keystore
+from keyhive.seal import KeySeal, Seal, SealError, ShareCollector
+from keyhive.seal.shamir import new_shares
+from keyhive.storage import Conflict, Storage
+
+SEAL_CONFIG_PATH = "core/seal-config"
+ROOT_PATH = "core/root"
+ACCESS_KEY_PREFIX = "iam/access-keys/"
+
+
+class AlreadyInitialized(Exception):
+    pass
+
+
+class NotInitialized(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class AccessKey:
+    access_key_id: str
+    secret_access_key: str
+    principal_arn: str
+    account: str
+    admin: bool
+
+    def __repr__(self) -> str:
+        return f"AccessKey({self.access_key_id!r}, principal={self.principal_arn!r}, secret='**********')"
+
+
+@dataclass(frozen=True)
+class InitResult:
+    shares: list[str]
+    threshold: int
+    access_key: AccessKey
+
+    def __repr__(self) -> str:
+        return f"InitResult(shares=<{len(self.shares)} hidden>, threshold={self.threshold}, access_key={self.access_key!r})"
+
+
+def new_access_key_id() -> str:
+    alphabet = string.ascii_uppercase + string.digits
+    return "AKIA" + "".join(secrets.choice(alphabet) for _ in range(16))
+
+
+def new_secret_access_key() -> str:
+    alphabet = string.ascii_letters + string.digits + "+/"
+    return "".join(secrets.choice(alphabet) for _ in range(40))
+
+
+class Node:
+    def __init__(self, storage: Storage, *, account_id: str) -> None:
+        self.storage = storage
+        self.account_id = account_id
+        self.barrier = Barrier(storage)
+        self.keystore = Keystore(self.barrier)
+        self._shares = ShareCollector()
+        self._access_keys: dict[str, AccessKey] = {}
+
+    def __repr__(self) -> str:
+        return f"Node(sealed={self.sealed})"
+
+    # -- status -------------------------------------------------------------------
+    def _seal_config(self) -> dict[str, Any] | None:
+        raw = self.storage.get(SEAL_CONFIG_PATH)
+        return None if raw is None else json.loads(raw)
+
+    @property
+    def sealed(self) -> bool:
+        return self.barrier.sealed
+
+    def status(self) -> dict[str, Any]:
+        config = self._seal_config()
+        return {
+            "initialized": config is not None,
+            "sealed": self.sealed,
+            "seal_type": config["type"] if config else None,
+            "shares": config["shares"] if config else None,
+            "threshold": config["threshold"] if config else None,
+            "progress": self._shares.progress,
+        }
+
+    # -- init, unseal, seal -----------------------------------------------------------
+    def initialize(
+        self,
+        shares: int,
+        threshold: int,
+        *,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+    ) -> InitResult:
+        """Create the root key, its seal and the first admin; the node stays sealed."""
+        seal, printable = new_shares(shares, threshold)
+        root_key = crypto.new_key()
+        admin = AccessKey(
+            access_key_id or new_access_key_id(),
+            secret_access_key or new_secret_access_key(),
+            f"arn:aws:iam::{self.account_id}:user/admin",
+            self.account_id,
+            admin=True,
+        )
+        records = {
+            SEAL_CONFIG_PATH: json.dumps({"type": seal.kind, "shares": shares, "threshold": threshold}).encode(),
+            ROOT_PATH: seal.wrap_root(root_key),
+            **self.barrier.create_keyring(root_key),
+        }
+        # The admin's secret must go under the barrier: open it briefly with the new root.
+        staging = Barrier(_Overlay(self.storage, records))
+        staging.unseal(root_key)
+        access_path = ACCESS_KEY_PREFIX + admin.access_key_id
+        records[access_path] = staging.encrypt(access_path, _access_key_json(admin))
+        staging.seal()
+        try:
+            self.storage.commit(records, must_be_absent=[SEAL_CONFIG_PATH])
+        except Conflict:
+            raise AlreadyInitialized() from None
+        return InitResult(printable, threshold, admin)
+
+    def submit_share(self, share: str) -> bool:
+        """Add one unseal share; True once the node is unsealed. Raises SealError."""
+        config = self._seal_config()
+        if config is None:
+            raise NotInitialized()
+        if not self.sealed:
+            return True
+        seal = self._shares.add(share, config["threshold"])
+        if seal is None:
+            return False
+        self.unseal_with(seal)
+        return True
+
+    def unseal_with(self, seal: Seal) -> None:
+        wrapped = self.storage.get(ROOT_PATH)
+        if wrapped is None:
+            raise NotInitialized()
+        root_key = seal.unwrap_root(wrapped)
+        try:
+            self.barrier.unseal(root_key)
+        except crypto.DecryptionFailed:
+            raise SealError("the root key does not open the keyring") from None
+        self._load_access_keys()
+
+    def seal(self) -> None:
+        """Forget the root key, the barrier keys and every cached secret."""
+        self.barrier.seal()
+        self.keystore.forget()
+        self._access_keys = {}
+        self._shares.reset()
+
+    # -- access keys ----------------------------------------------------------------
+    def _load_access_keys(self) -> None:
+        self._access_keys = {}
+        for _, raw in self.barrier.scan(ACCESS_KEY_PREFIX):
+            key = AccessKey(**json.loads(raw))
+            self._access_keys[key.access_key_id] = key
+
+    def access_key(self, access_key_id: str) -> AccessKey | None:
+        if self.sealed:
+            raise SealedException()
+        return self._access_keys.get(access_key_id)
+
+
+def _access_key_json(key: AccessKey) -> bytes:
+    return json.dumps(
+        {
+            "access_key_id": key.access_key_id,
+            "secret_access_key": key.secret_access_key,
+            "principal_arn": key.principal_arn,
+            "account": key.account,
+            "admin": key.admin,
+        }
+    ).encode()
+
+
+class _Overlay:
+    """Reads ``pending`` records before they are committed (init only)."""
+
+    def __init__(self, storage: Storage, pending: dict[str, bytes]) -> None:
+        self._storage, self._pending = storage, pending
+
+    def get(self, path: str) -> bytes | None:
+        return self._pending.get(path, self._storage.get(path))
+
+
+def dev_unseal(node: Node, *, access_key_id: str | None, secret_access_key: str | None) -> InitResult:
+    """Initialize a fresh dev node with a 1-of-1 share kept only in memory, and unseal it."""
+    result = node.initialize(1, 1, access_key_id=access_key_id, secret_access_key=secret_access_key)
+    if not node.submit_share(result.shares[0]):
+        raise SealError("dev unseal failed")
+    return result
+
+
+__all__ = ["AccessKey", "AlreadyInitialized", "InitResult", "KeySeal", "Node", "NotInitialized", "dev_unseal"]

@@ -1,0 +1,103 @@
+"""Running a Keyhive server: storage, node, seal, then uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from keyhive.node import AlreadyInitialized, Node, dev_unseal
+from keyhive.protocol.app import KeyhiveApp
+from keyhive.storage import open_storage
+
+log = logging.getLogger("keyhive.server")
+
+DEFAULT_PORT = 8300
+DEFAULT_REGION = "us-east-1"
+DEFAULT_ACCOUNT_ID = "111122223333"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    data_dir: Path | None = None
+    region: str = DEFAULT_REGION
+    account_id: str = DEFAULT_ACCOUNT_ID
+    regions: frozenset[str] | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    dev: bool = False
+    log_level: str = "info"
+    scheduler_interval: float = 60.0
+
+
+DEV_BANNER = """\
+==> Keyhive dev server
+    WARNING: dev mode keeps its root key only in this process's memory, and its data in
+    {data}. Never store real keys in it.
+
+    Endpoint:          {endpoint}
+    Access key id:     {akid}
+    Secret access key: {secret}
+
+    export AWS_ACCESS_KEY_ID={akid} AWS_SECRET_ACCESS_KEY={secret} AWS_DEFAULT_REGION={region}
+    aws kms create-key --endpoint-url {endpoint}
+"""
+
+
+def build_app(config: ServerConfig) -> KeyhiveApp:
+    data_dir = config.data_dir
+    if data_dir is None:
+        if not config.dev:
+            raise SystemExit("keyhive server: --data-dir is required (or use --dev)")
+        data_dir = Path(tempfile.mkdtemp(prefix="keyhive-dev-"))
+    node = Node(open_storage(data_dir), account_id=config.account_id)
+    if config.dev:
+        try:
+            result = dev_unseal(
+                node,
+                access_key_id=os.environ.get("KEYHIVE_DEV_ACCESS_KEY_ID"),
+                secret_access_key=os.environ.get("KEYHIVE_DEV_SECRET_ACCESS_KEY"),
+            )
+        except AlreadyInitialized:
+            raise SystemExit(
+                f"keyhive server --dev: {data_dir} was initialized by an earlier run, whose root key "
+                "is gone (dev mode keeps it in memory only). Use an empty --data-dir."
+            ) from None
+        scheme = "https" if config.tls_cert else "http"
+        print(
+            DEV_BANNER.format(
+                data=data_dir,
+                endpoint=f"{scheme}://{config.host}:{config.port}",
+                akid=result.access_key.access_key_id,
+                secret=result.access_key.secret_access_key,
+                region=config.region,
+            ),
+            flush=True,
+        )
+    return KeyhiveApp(node, regions=config.regions, scheduler_interval=config.scheduler_interval)
+
+
+def serve(config: ServerConfig) -> None:
+    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if bool(config.tls_cert) != bool(config.tls_key):
+        raise SystemExit("keyhive server: --tls-cert and --tls-key go together")
+    app = build_app(config)
+    uvicorn.run(
+        app,
+        host=config.host,
+        port=config.port,
+        ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
+        ssl_keyfile=str(config.tls_key) if config.tls_key else None,
+        loop="uvloop" if sys.platform != "win32" else "asyncio",
+        http="httptools",
+        log_level=config.log_level,
+        access_log=False,
+        lifespan="on",
+    )

@@ -1,0 +1,194 @@
+"""Cryptographic operations on symmetric keys.
+
+Encrypt, Decrypt, ReEncrypt, GenerateDataKey, GenerateDataKeyWithoutPlaintext,
+GenerateRandom.  Every way a ciphertext can fail to decrypt is the same
+InvalidCiphertextException.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from keyhive import crypto, limits
+from keyhive.blob import KmsBlob, MalformedBlob, open_kms_blob, parse_kms_blob, seal_kms_blob
+from keyhive.errors import (
+    DryRunOperationException,
+    IncorrectKeyException,
+    InvalidCiphertextException,
+    InvalidKeyUsageException,
+    NotFoundException,
+    UnsupportedOperationException,
+    ValidationException,
+)
+from keyhive.keystore import KeyRecord
+from keyhive.service.context import Context
+from keyhive.service.registry import operation
+from keyhive.service.resolve import find_key
+from keyhive.keystates import check_key_state
+
+SYMMETRIC_DEFAULT = "SYMMETRIC_DEFAULT"
+
+
+def _check_context(context: Mapping[str, str]) -> None:
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in context.items())
+    if size > limits.MAX_ENCRYPTION_CONTEXT_BYTES:
+        raise ValidationException(
+            f"Encryption context must be at most {limits.MAX_ENCRYPTION_CONTEXT_BYTES} bytes"
+        )
+
+
+def _check_usage(key: KeyRecord, algorithm: str | None) -> None:
+    if key.key_usage != "ENCRYPT_DECRYPT":
+        raise InvalidKeyUsageException(f"{key.arn} key usage is {key.key_usage} which is not valid for this operation.")
+    if algorithm not in (None, SYMMETRIC_DEFAULT):
+        raise InvalidKeyUsageException(f"Algorithm {algorithm} is incompatible with key spec {key.key_spec}.")
+
+
+def _refuse_recipient(req: dict[str, Any]) -> None:
+    if req.get("Recipient"):
+        raise UnsupportedOperationException("Recipient (Nitro Enclaves attestation) is not supported.")
+
+
+def _encrypting_key(ctx: Context, req: dict[str, Any], operation_name: str, key_field: str = "KeyId") -> KeyRecord:
+    key = find_key(ctx, req[key_field], operation_name)
+    return key
+
+
+def _seal(ctx: Context, key: KeyRecord, plaintext: bytes, context: Mapping[str, str]) -> bytes:
+    current = key.current.version
+    material = ctx.keystore.material(key, current)
+    if material is None:
+        raise NotFoundException(f"Key '{key.arn}' does not exist")
+    return seal_kms_blob(material, key.key_id, current, plaintext, context)
+
+
+def _open(
+    ctx: Context, blob_bytes: bytes, context: Mapping[str, str], key_ref: str | None, operation_name: str
+) -> tuple[KeyRecord, KmsBlob, bytes]:
+    try:
+        blob = parse_kms_blob(blob_bytes)
+    except MalformedBlob:
+        raise InvalidCiphertextException() from None
+    if key_ref:
+        key = find_key(ctx, key_ref, operation_name)
+        if key.key_id != blob.key_id:
+            raise IncorrectKeyException()
+    else:
+        key = ctx.keystore.get_key(ctx.account, ctx.region, blob.key_id)
+        if key is None:
+            raise InvalidCiphertextException()
+        check_key_state(operation_name, key.state, key.arn)
+    material = ctx.keystore.material(key, blob.material_version)
+    if material is None:
+        raise InvalidCiphertextException()
+    try:
+        return key, blob, open_kms_blob(material, blob, context)
+    except crypto.DecryptionFailed:
+        raise InvalidCiphertextException() from None
+
+
+def _material_id(key: KeyRecord, version: int) -> str | None:
+    return next((v.material_id for v in key.versions if v.version == version), None)
+
+
+def _dry_run(req: dict[str, Any]) -> None:
+    if req.get("DryRun"):
+        raise DryRunOperationException()
+
+
+@operation("Encrypt")
+def encrypt(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
+    context = req.get("EncryptionContext", {})
+    _check_context(context)
+    key = _encrypting_key(ctx, req, "Encrypt")
+    _check_usage(key, req.get("EncryptionAlgorithm"))
+    _dry_run(req)
+    return {
+        "CiphertextBlob": _seal(ctx, key, req["Plaintext"], context),
+        "KeyId": key.arn,
+        "EncryptionAlgorithm": SYMMETRIC_DEFAULT,
+    }
+
+
+@operation("Decrypt")
+def decrypt(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
+    _refuse_recipient(req)
+    context = req.get("EncryptionContext", {})
+    key, blob, plaintext = _open(ctx, req["CiphertextBlob"], context, req.get("KeyId"), "Decrypt")
+    _check_usage(key, req.get("EncryptionAlgorithm"))
+    _dry_run(req)
+    return {
+        "KeyId": key.arn,
+        "Plaintext": plaintext,
+        "EncryptionAlgorithm": SYMMETRIC_DEFAULT,
+        "KeyMaterialId": _material_id(key, blob.material_version),
+    }
+
+
+@operation("ReEncrypt")
+def re_encrypt(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
+    destination_context = req.get("DestinationEncryptionContext", {})
+    _check_context(destination_context)
+    source, blob, plaintext = _open(
+        ctx, req["CiphertextBlob"], req.get("SourceEncryptionContext", {}), req.get("SourceKeyId"), "ReEncrypt"
+    )
+    _check_usage(source, req.get("SourceEncryptionAlgorithm"))
+    destination = _encrypting_key(ctx, req, "ReEncrypt", "DestinationKeyId")
+    _check_usage(destination, req.get("DestinationEncryptionAlgorithm"))
+    _dry_run(req)
+    return {
+        "CiphertextBlob": _seal(ctx, destination, plaintext, destination_context),
+        "SourceKeyId": source.arn,
+        "KeyId": destination.arn,
+        "SourceEncryptionAlgorithm": SYMMETRIC_DEFAULT,
+        "DestinationEncryptionAlgorithm": SYMMETRIC_DEFAULT,
+        "SourceKeyMaterialId": _material_id(source, blob.material_version),
+        "DestinationKeyMaterialId": destination.current.material_id,
+    }
+
+
+def _data_key_length(req: dict[str, Any]) -> int:
+    number, spec = req.get("NumberOfBytes"), req.get("KeySpec")
+    if (number is None) == (spec is None):
+        raise ValidationException("Please specify either number of bytes or key spec.")
+    return number if number is not None else limits.DATA_KEY_SPEC_BYTES[spec]
+
+
+def _generate_data_key(ctx: Context, req: dict[str, Any], operation_name: str) -> dict[str, Any]:
+    _refuse_recipient(req)
+    length = _data_key_length(req)
+    context = req.get("EncryptionContext", {})
+    _check_context(context)
+    key = _encrypting_key(ctx, req, operation_name)
+    _check_usage(key, None)
+    _dry_run(req)
+    data_key = crypto.random_bytes(length)
+    return {
+        "CiphertextBlob": _seal(ctx, key, data_key, context),
+        "Plaintext": data_key,
+        "KeyId": key.arn,
+        "KeyMaterialId": key.current.material_id,
+    }
+
+
+@operation("GenerateDataKey")
+def generate_data_key(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
+    return _generate_data_key(ctx, req, "GenerateDataKey")
+
+
+@operation("GenerateDataKeyWithoutPlaintext")
+def generate_data_key_without_plaintext(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
+    reply = _generate_data_key(ctx, req, "GenerateDataKeyWithoutPlaintext")
+    del reply["Plaintext"]
+    return reply
+
+
+@operation("GenerateRandom")
+def generate_random(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
+    _refuse_recipient(req)
+    if req.get("CustomKeyStoreId"):
+        raise UnsupportedOperationException("Custom key stores are not supported.")
+    number = req.get("NumberOfBytes")
+    if number is None:
+        raise ValidationException("1 validation error detected: Value null at 'numberOfBytes' failed to satisfy constraint: Member must not be null")
+    return {"Plaintext": crypto.random_bytes(number)}

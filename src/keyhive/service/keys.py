@@ -1,0 +1,152 @@
+"""Key life cycle: CreateKey, DescribeKey, ListKeys, enable/disable, deletion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from keyhive import limits
+from keyhive.errors import UnsupportedOperationException, ValidationException
+from keyhive.keystore import KeyRecord, key_arn
+from keyhive.service.context import Context
+from keyhive.service.policies import default_key_policy, validate_policy
+from keyhive.service.registry import operation
+from keyhive.service.resolve import decode_marker, find_key, lookup_key, page
+from keyhive.service.tags import validate_tags
+
+DAY = 86400.0
+
+
+def key_metadata(key: KeyRecord) -> dict[str, Any]:
+    """KeyMetadata as DescribeKey and CreateKey return it."""
+    meta: dict[str, Any] = {
+        "AWSAccountId": key.account,
+        "KeyId": key.key_id,
+        "Arn": key.arn,
+        "CreationDate": key.created,
+        "Enabled": key.state == "Enabled",
+        "Description": key.description,
+        "KeyUsage": key.key_usage,
+        "KeyState": key.state,
+        "Origin": key.origin,
+        "KeyManager": "CUSTOMER",
+        "CustomerMasterKeySpec": key.key_spec,
+        "KeySpec": key.key_spec,
+        "EncryptionAlgorithms": ["SYMMETRIC_DEFAULT"],
+        "MultiRegion": False,
+        "CurrentKeyMaterialId": key.current.material_id,
+    }
+    if key.state == "PendingDeletion":
+        meta["DeletionDate"] = key.deletion_date
+        meta["PendingDeletionWindowInDays"] = key.pending_window_days
+    return meta
+
+
+@operation("CreateKey")
+def create_key(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
+    spec = req.get("KeySpec")
+    legacy_spec = req.get("CustomerMasterKeySpec")
+    if spec and legacy_spec:
+        raise ValidationException(
+            "You cannot specify KeySpec and CustomerMasterKeySpec in the same request. "
+            "CustomerMasterKeySpec is deprecated."
+        )
+    spec = spec or legacy_spec or "SYMMETRIC_DEFAULT"
+    usage = req.get("KeyUsage", "ENCRYPT_DECRYPT")
+    if spec != "SYMMETRIC_DEFAULT":
+        raise UnsupportedOperationException(f"KeySpec {spec} is not supported by this Keyhive server.")
+    if usage != "ENCRYPT_DECRYPT":
+        raise ValidationException(f"KeyUsage {usage} is not compatible with KeySpec {spec}")
+    origin = req.get("Origin", "AWS_KMS")
+    if origin != "AWS_KMS" or req.get("CustomKeyStoreId") or req.get("XksKeyId"):
+        raise UnsupportedOperationException(f"Origin {origin} and custom key stores are not supported.")
+    if req.get("MultiRegion"):
+        raise UnsupportedOperationException("Multi-Region keys are not supported.")
+    tags = validate_tags(req.get("Tags", []))
+    policy = req.get("Policy") or default_key_policy(ctx.account)
+    validate_policy(policy)
+    key = KeyRecord(
+        key_id=ctx.keystore.new_key_id(),
+        account=ctx.account,
+        region=ctx.region,
+        created=ctx.now,
+        description=req.get("Description", ""),
+        key_usage=usage,
+        key_spec=spec,
+        origin=origin,
+        policy=policy,
+        tags=tags,
+    )
+    return {"KeyMetadata": key_metadata(ctx.keystore.create_key(key))}
+
+
+@operation("DescribeKey")
+def describe_key(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
+    return {"KeyMetadata": key_metadata(lookup_key(ctx, req["KeyId"]))}
+
+
+@operation("ListKeys")
+def list_keys(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
+    limit = req.get("Limit", limits.DEFAULT_LIST_LIMIT)
+    after = decode_marker(req.get("Marker"))
+    ids, marker = page(ctx.keystore.list_key_ids(ctx.account, ctx.region, after, limit + 1), limit)
+    keys = [{"KeyId": key_id, "KeyArn": key_arn(ctx.region, ctx.account, key_id)} for key_id in ids]
+    return {"Keys": keys, "Truncated": marker is not None, "NextMarker": marker}
+
+
+@operation("UpdateKeyDescription")
+def update_key_description(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
+    key = find_key(ctx, req["KeyId"], "UpdateKeyDescription", allow_alias=False)
+    key.description = req["Description"]
+    ctx.keystore.save(key)
+    return {}
+
+
+@operation("EnableKey")
+def enable_key(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
+    key = find_key(ctx, req["KeyId"], "EnableKey", allow_alias=False)
+    if key.state != "Enabled":
+        key.state = "Enabled"
+        ctx.keystore.save(key)
+    return {}
+
+
+@operation("DisableKey")
+def disable_key(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
+    key = find_key(ctx, req["KeyId"], "DisableKey", allow_alias=False)
+    if key.state != "Disabled":
+        key.state = "Disabled"
+        ctx.keystore.save(key)
+    return {}
+
+
+@operation("ScheduleKeyDeletion")
+def schedule_key_deletion(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
+    days = req.get("PendingWindowInDays", limits.DEFAULT_PENDING_WINDOW_DAYS)
+    if not limits.MIN_PENDING_WINDOW_DAYS <= days <= limits.MAX_PENDING_WINDOW_DAYS:
+        raise ValidationException(
+            f"1 validation error detected: Value '{days}' at 'pendingWindowInDays' failed to satisfy "
+            f"constraint: Member must have value between {limits.MIN_PENDING_WINDOW_DAYS} and "
+            f"{limits.MAX_PENDING_WINDOW_DAYS}"
+        )
+    key = find_key(ctx, req["KeyId"], "ScheduleKeyDeletion", allow_alias=False)
+    key.state = "PendingDeletion"
+    key.pending_window_days = days
+    key.deletion_date = ctx.now + days * DAY
+    ctx.keystore.save(key)
+    return {
+        "KeyId": key.arn,
+        "DeletionDate": key.deletion_date,
+        "KeyState": key.state,
+        "PendingWindowInDays": days,
+    }
+
+
+@operation("CancelKeyDeletion")
+def cancel_key_deletion(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
+    key = find_key(ctx, req["KeyId"], "CancelKeyDeletion", allow_alias=False)
+    key.state = "Disabled"  # AWS leaves a key whose deletion was cancelled disabled
+    key.deletion_date = None
+    key.pending_window_days = None
+    ctx.keystore.save(key)
+    return {"KeyId": key.arn}
+

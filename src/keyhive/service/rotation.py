@@ -1,0 +1,112 @@
+"""Rotation of KMS key material, automatic and on demand.
+
+Rotation adds a material version; every older version keeps decrypting what it
+encrypted, and ciphertexts keep reporting the same KeyId.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from keyhive import limits
+from keyhive.errors import LimitExceededException, ValidationException
+from keyhive.keystore import KeyRecord, Keystore
+from keyhive.service.context import Context
+from keyhive.service.registry import operation
+from keyhive.service.resolve import decode_marker, find_key, page
+
+DAY = 86400.0
+
+
+def _last_rotation(key: KeyRecord) -> float:
+    automatic = [v.created for v in key.versions if v.rotation_type == "AUTOMATIC"]
+    return max(automatic, default=key.created)
+
+
+@operation("EnableKeyRotation")
+def enable_key_rotation(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
+    period = req.get("RotationPeriodInDays", limits.DEFAULT_ROTATION_PERIOD_DAYS)
+    if not limits.MIN_ROTATION_PERIOD_DAYS <= period <= limits.MAX_ROTATION_PERIOD_DAYS:
+        raise ValidationException(
+            f"1 validation error detected: Value '{period}' at 'rotationPeriodInDays' failed to satisfy "
+            f"constraint: Member must have value between {limits.MIN_ROTATION_PERIOD_DAYS} and "
+            f"{limits.MAX_ROTATION_PERIOD_DAYS}"
+        )
+    key = find_key(ctx, req["KeyId"], "EnableKeyRotation", allow_alias=False)
+    # A changed period counts from the last automatic rotation, as AWS documents.
+    start = _last_rotation(key) if key.rotation_enabled else ctx.now
+    key.rotation_enabled = True
+    key.rotation_period_days = period
+    key.next_rotation = max(start + period * DAY, ctx.now)
+    ctx.keystore.save(key)
+    return {}
+
+
+@operation("DisableKeyRotation")
+def disable_key_rotation(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
+    key = find_key(ctx, req["KeyId"], "DisableKeyRotation", allow_alias=False)
+    key.rotation_enabled = False
+    key.rotation_period_days = None
+    key.next_rotation = None
+    ctx.keystore.save(key)
+    return {}
+
+
+@operation("GetKeyRotationStatus")
+def get_key_rotation_status(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
+    key = find_key(ctx, req["KeyId"], "GetKeyRotationStatus", allow_alias=False)
+    return {
+        "KeyRotationEnabled": key.rotation_enabled,
+        "KeyId": key.arn,
+        "RotationPeriodInDays": key.rotation_period_days,
+        "NextRotationDate": key.next_rotation,
+        "OnDemandRotationStartDate": key.on_demand_started,
+    }
+
+
+@operation("RotateKeyOnDemand")
+def rotate_key_on_demand(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
+    key = find_key(ctx, req["KeyId"], "RotateKeyOnDemand", allow_alias=False)
+    done = sum(1 for v in key.versions if v.rotation_type == "ON_DEMAND")
+    if done >= limits.MAX_ON_DEMAND_ROTATIONS:
+        raise LimitExceededException(
+            f"You have exceeded the maximum of {limits.MAX_ON_DEMAND_ROTATIONS} on-demand rotations for {key.arn}."
+        )
+    ctx.keystore.rotate(key, "ON_DEMAND", ctx.now)
+    return {"KeyId": key.arn}
+
+
+@operation("ListKeyRotations")
+def list_key_rotations(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
+    key = find_key(ctx, req["KeyId"], "ListKeyRotations", allow_alias=False)
+    limit = req.get("Limit", limits.DEFAULT_LIST_LIMIT)
+    after = int(decode_marker(req.get("Marker")) or 0)
+    include_all = req.get("IncludeKeyMaterial") == "ALL_KEY_MATERIAL"
+    versions = [v for v in key.versions if include_all or v.rotation_type is not None]
+    by_number = {f"{v.version:010d}": v for v in versions}
+    numbers, marker = page([n for n in sorted(by_number) if int(n) > after][: limit + 1], limit)
+    current = key.current.version
+    rotations = []
+    for n in numbers:
+        v = by_number[n]
+        entry: dict[str, Any] = {
+            "KeyId": key.key_id,
+            "KeyMaterialId": v.material_id,
+            "KeyMaterialState": "CURRENT" if v.version == current else "NON_CURRENT",
+        }
+        if v.rotation_type is not None:
+            entry["RotationDate"] = v.created
+            entry["RotationType"] = v.rotation_type
+        rotations.append(entry)
+    return {"Rotations": rotations, "Truncated": marker is not None, "NextMarker": marker}
+
+
+def rotate_due_keys(keystore: Keystore, now: float) -> list[str]:
+    """Rotate every enabled key whose automatic rotation is due; returns their ARNs."""
+    rotated = []
+    for key in list(keystore.all_keys()):
+        if key.rotation_enabled and key.state == "Enabled" and key.next_rotation and key.next_rotation <= now:
+            key.next_rotation = now + (key.rotation_period_days or limits.DEFAULT_ROTATION_PERIOD_DAYS) * DAY
+            keystore.rotate(key, "AUTOMATIC", now)
+            rotated.append(key.arn)
+    return rotated

@@ -1,0 +1,61 @@
+"""Tags on KMS keys: TagResource, UntagResource, ListResourceTags."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from keyhive import limits
+from keyhive.errors import LimitExceededException, TagException
+from keyhive.service.context import Context
+from keyhive.service.registry import operation
+from keyhive.service.resolve import decode_marker, find_key, page
+
+LIST_TAGS_DEFAULT_LIMIT = 50  # ListResourceTags: "Default: 50" (API reference)
+
+
+def validate_tags(tags: list[dict[str, str]]) -> list[dict[str, str]]:
+    seen: set[str] = set()
+    for tag in tags:
+        key = tag["TagKey"]
+        if key.lower().startswith("aws:"):
+            raise TagException("Tags beginning with aws: are reserved.")
+        if key in seen:
+            raise TagException(f"Duplicate tag key {key}")
+        seen.add(key)
+    return [{"TagKey": t["TagKey"], "TagValue": t["TagValue"]} for t in tags]
+
+
+@operation("TagResource")
+def tag_resource(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
+    key = find_key(ctx, req["KeyId"], "TagResource", allow_alias=False)
+    merged = {t["TagKey"]: t["TagValue"] for t in key.tags}
+    merged.update({t["TagKey"]: t["TagValue"] for t in validate_tags(req["Tags"])})
+    if len(merged) > limits.MAX_TAGS_PER_KEY:
+        raise LimitExceededException(f"A KMS key can have at most {limits.MAX_TAGS_PER_KEY} tags.")
+    key.tags = [{"TagKey": k, "TagValue": v} for k, v in merged.items()]
+    ctx.keystore.save(key)
+    return {}
+
+
+@operation("UntagResource")
+def untag_resource(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
+    key = find_key(ctx, req["KeyId"], "UntagResource", allow_alias=False)
+    doomed = set(req["TagKeys"])
+    key.tags = [t for t in key.tags if t["TagKey"] not in doomed]
+    ctx.keystore.save(key)
+    return {}
+
+
+@operation("ListResourceTags")
+def list_resource_tags(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
+    key = find_key(ctx, req["KeyId"], "ListResourceTags", allow_alias=False)
+    limit = req.get("Limit", LIST_TAGS_DEFAULT_LIMIT)
+    after = decode_marker(req.get("Marker"))
+    ordered = sorted(t["TagKey"] for t in key.tags)
+    names, marker = page([k for k in ordered if k > after][: limit + 1], limit)
+    values = {t["TagKey"]: t["TagValue"] for t in key.tags}
+    return {
+        "Tags": [{"TagKey": k, "TagValue": values[k]} for k in names],
+        "Truncated": marker is not None,
+        "NextMarker": marker,
+    }

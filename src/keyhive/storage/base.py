@@ -1,0 +1,43 @@
+"""The storage interface every backend implements, and how to open one.
+
+Storage holds opaque bytes under ``/``-separated paths and knows nothing about
+keys or encryption: everything secret arrives already sealed by the barrier.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Mapping, Protocol
+
+
+class Conflict(Exception):
+    """A commit's precondition failed (a path that must be absent exists)."""
+
+
+class Storage(Protocol):
+    def get(self, path: str) -> bytes | None:
+        """The value at ``path``, or None."""
+
+    def scan(self, prefix: str, *, after: str = "", limit: int | None = None) -> list[tuple[str, bytes]]:
+        """(path, value) pairs under ``prefix`` in path order, strictly after ``after``."""
+
+    def commit(
+        self,
+        puts: Mapping[str, bytes] = {},
+        deletes: Iterable[str] = (),
+        *,
+        must_be_absent: Iterable[str] = (),
+    ) -> None:
+        """Apply all puts and deletes atomically and durably, or raise Conflict and apply none."""
+
+    def close(self) -> None:
+        """Release connections; the storage is unusable afterwards."""
+
+
+def open_storage(url_or_dir: str | Path) -> Storage:
+    """A backend for a data directory (SQLite, the embedded default)."""
+    from keyhive.storage.sqlite import SQLiteStorage
+
+    directory = Path(url_or_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    return SQLiteStorage(directory / "keyhive.db")

@@ -1,0 +1,59 @@
+"""The storage conformance suite, run unchanged against every backend.
+
+``exercise_storage(factory)`` calls ``factory()`` for a fresh, empty storage and
+checks each promise of :class:`keyhive.storage.Storage`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from keyhive.storage.base import Conflict, Storage
+
+
+def exercise_storage(factory: Callable[[], Storage]) -> None:
+    for check in (_get_put_delete, _scan_order_prefix_and_paging, _atomic_commit, _binary_values):
+        store = factory()
+        try:
+            check(store)
+        finally:
+            store.close()
+
+
+def _get_put_delete(s: Storage) -> None:
+    assert s.get("a/b") is None
+    s.commit({"a/b": b"1"})
+    assert s.get("a/b") == b"1"
+    s.commit({"a/b": b"2"})
+    assert s.get("a/b") == b"2"
+    s.commit(deletes=["a/b"])
+    assert s.get("a/b") is None
+    s.commit(deletes=["never/existed"])  # deleting nothing is fine
+
+
+def _scan_order_prefix_and_paging(s: Storage) -> None:
+    s.commit({"k/3": b"c", "k/1": b"a", "k/2": b"b", "k0": b"x", "j/9": b"y", "k/2/sub": b"d"})
+    assert [p for p, _ in s.scan("k/")] == ["k/1", "k/2", "k/2/sub", "k/3"]
+    assert s.scan("k/", limit=2) == [("k/1", b"a"), ("k/2", b"b")]
+    assert [p for p, _ in s.scan("k/", after="k/2")] == ["k/2/sub", "k/3"]
+    assert s.scan("k/", after="k/3") == []
+    assert s.scan("nothing/") == []
+
+
+def _atomic_commit(s: Storage) -> None:
+    s.commit({"x/1": b"1"})
+    try:
+        s.commit({"x/2": b"2"}, deletes=["x/1"], must_be_absent=["x/1"])
+    except Conflict:
+        pass
+    else:
+        raise AssertionError("commit should have conflicted")
+    assert s.get("x/1") == b"1" and s.get("x/2") is None  # nothing applied
+    s.commit({"x/2": b"2"}, deletes=["x/1"], must_be_absent=["x/3"])
+    assert s.get("x/1") is None and s.get("x/2") == b"2"
+
+
+def _binary_values(s: Storage) -> None:
+    value = bytes(range(256)) * 4
+    s.commit({"bin": value})
+    assert s.get("bin") == value

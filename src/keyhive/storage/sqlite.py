@@ -1,0 +1,94 @@
+"""SQLite storage: the embedded default.
+
+One connection owns the write path (``BEGIN IMMEDIATE`` under a lock, as datasette
+does); WAL with ``synchronous=FULL`` makes every commit durable before it returns.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from keyhive.storage.base import Conflict
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "0001_records",
+        "CREATE TABLE records (path TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
+    ),
+]
+
+
+class SQLiteStorage:
+    def __init__(self, db_path: Path) -> None:
+        self.path = db_path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+                )
+                done = {row[0] for row in self._db.execute("SELECT name FROM schema_migrations")}
+                for name, sql in MIGRATIONS:
+                    if name not in done:
+                        self._db.execute(sql)
+                        self._db.execute(
+                            "INSERT INTO schema_migrations VALUES (?, datetime('now'))", (name,)
+                        )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def get(self, path: str) -> bytes | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM records WHERE path = ?", (path,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def scan(self, prefix: str, *, after: str = "", limit: int | None = None) -> list[tuple[str, bytes]]:
+        start = max(prefix, after)
+        # Every path under ``prefix`` sorts below prefix + U+10FFFF.
+        sql = "SELECT path, value FROM records WHERE path >= ? AND path < ? AND path != ? ORDER BY path"
+        args: list[object] = [start, prefix + "\U0010ffff", after]
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [(path, bytes(value)) for path, value in rows]
+
+    def commit(
+        self,
+        puts: Mapping[str, bytes] = {},
+        deletes: Iterable[str] = (),
+        *,
+        must_be_absent: Iterable[str] = (),
+    ) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for path in must_be_absent:
+                    if self._db.execute("SELECT 1 FROM records WHERE path = ?", (path,)).fetchone():
+                        raise Conflict(path)
+                self._db.executemany("DELETE FROM records WHERE path = ?", [(p,) for p in deletes])
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO records (path, value) VALUES (?, ?)", list(puts.items())
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
