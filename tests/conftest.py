@@ -1,0 +1,112 @@
+"""Shared fixtures: real Keyhive servers on 127.0.0.1, real AWS clients.
+
+Servers are started once per test module (``scope="module"``) as subprocesses
+running the installed ``keyhive`` command, exactly as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import boto3
+import pytest
+from botocore.config import Config
+
+DEV_ACCESS_KEY_ID = "AKIAKEYHIVETESTDEV01"
+DEV_SECRET_ACCESS_KEY = "keyhive-test-dev-secret-access-key-0001"
+REGION = "us-east-1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RunningServer:
+    endpoint: str
+    data_dir: Path | None
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    args: list[str] = field(default_factory=list)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: str = "term") -> None:
+        if self.process.poll() is None:
+            self.process.kill() if sig == "kill" else self.process.terminate()
+            self.process.wait(timeout=15)
+
+    def client(self, access_key_id: str = DEV_ACCESS_KEY_ID, secret: str = DEV_SECRET_ACCESS_KEY,
+               region: str = REGION, service: str = "kms"):  # type: ignore[no-untyped-def]
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=region,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret,
+            config=Config(retries={"max_attempts": 1}),
+        )
+
+
+def start_server(tmp: Path, *args: str, env: dict[str, str] | None = None, port: int | None = None) -> RunningServer:
+    """Start ``keyhive server ARGS`` and wait until it answers its health endpoint."""
+    port = port or free_port()
+    log_path = tmp / f"server-{port}.log"
+    full_env = {**os.environ, "KEYHIVE_DEV_ACCESS_KEY_ID": DEV_ACCESS_KEY_ID,
+                "KEYHIVE_DEV_SECRET_ACCESS_KEY": DEV_SECRET_ACCESS_KEY, **(env or {})}
+    argv = [sys.executable, "-m", "keyhive.cli.main", "server", "--port", str(port), *args]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=full_env)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"keyhive server exited early:\n{log_path.read_text()}")
+        try:
+            urllib.request.urlopen(endpoint + "/keyhive/v1/sys/status", timeout=1).read()
+            break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        process.kill()
+        raise RuntimeError(f"keyhive server did not start:\n{log_path.read_text()}")
+    data_dir = None
+    if "--data-dir" in args:
+        data_dir = Path(args[args.index("--data-dir") + 1])
+    return RunningServer(endpoint, data_dir, process, log_path, list(args))
+
+
+def admin_call(endpoint: str, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(endpoint + path, data=data, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+@pytest.fixture(scope="module")
+def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One ``keyhive server --dev`` per test module, with fixed dev credentials."""
+    tmp = tmp_path_factory.mktemp("dev")
+    server = start_server(tmp, "--dev", "--data-dir", str(tmp / "data"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def kms(dev_server: RunningServer):  # type: ignore[no-untyped-def]
+    return dev_server.client()
