@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,8 +62,15 @@ class RunningServer:
         )
 
 
-def start_server(tmp: Path, *args: str, env: dict[str, str] | None = None, port: int | None = None) -> RunningServer:
-    """Start ``keyhive server ARGS`` and wait until it answers its health endpoint."""
+def start_server(
+    tmp: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    health_url: str | None = None,
+    ca_file: Path | None = None,
+) -> RunningServer:
+    """Start ``keyhive server ARGS`` and wait until it answers its status endpoint."""
     port = port or free_port()
     log_path = tmp / f"server-{port}.log"
     full_env = {**os.environ, "KEYHIVE_DEV_ACCESS_KEY_ID": DEV_ACCESS_KEY_ID,
@@ -69,13 +78,15 @@ def start_server(tmp: Path, *args: str, env: dict[str, str] | None = None, port:
     argv = [sys.executable, "-m", "keyhive.cli.main", "server", "--port", str(port), *args]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=full_env)
-    endpoint = f"http://127.0.0.1:{port}"
+    scheme = "https" if "--tls-cert" in args else "http"
+    endpoint = f"{scheme}://127.0.0.1:{port}"
+    context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"keyhive server exited early:\n{log_path.read_text()}")
         try:
-            urllib.request.urlopen(endpoint + "/keyhive/v1/sys/status", timeout=1).read()
+            urllib.request.urlopen(health_url or endpoint + "/keyhive/v1/sys/status", timeout=1, context=context).read()
             break
         except OSError:
             time.sleep(0.05)
