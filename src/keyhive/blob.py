@@ -21,7 +21,7 @@ Barrier record, format 1::
     1       4     barrier key term (uint32, big-endian; 0 = sealed by the root key)
     5       12    AES-GCM nonce
     17      n+16  AES-256-GCM ciphertext || tag
-    associated data = bytes 0..5 || the record's storage path (UTF-8)
+    associated data = bytes 0..17 || the record's storage path (UTF-8)
 """
 
 from __future__ import annotations

@@ -103,7 +103,7 @@ def _print_status(doc: dict[str, Any]) -> None:
         ("Seal type", doc.get("seal_type")),
         ("Total shares", doc.get("shares")),
         ("Threshold", doc.get("threshold")),
-        ("Unseal progress", f"{doc.get('progress')}/{doc.get('threshold')}" if doc.get("sealed") else None),
+        ("Unseal progress", f"{doc.get('progress')}/{doc.get('threshold')}" if doc.get("sealed") and doc.get("initialized") else None),
     ]
     for name, value in rows:
         if value is not None:

@@ -42,7 +42,7 @@ def parse_request(operation: str, body: bytes) -> dict[str, Any]:
     shape = operation_model(operation).input_shape
     try:
         doc = json.loads(body) if body.strip() else {}
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
         raise SerializationException("Malformed JSON in the request body") from None
     if not isinstance(doc, dict):
         raise SerializationException("Start of list found where not expected")
@@ -115,6 +115,17 @@ def _value(shape: Shape, raw: Any, path: str, problems: list[str]) -> Any:
 def _expect(raw: Any, kind: type, wire_name: str, path: str) -> None:
     if not isinstance(raw, kind) or (kind is not bool and isinstance(raw, bool)):
         raise SerializationException(f"{wire_name} expected at '{path}'")
+    if kind is str and not _is_unicode(raw):
+        raise SerializationException(f"Invalid UTF-8 in the string at '{path}'")
+
+
+def _is_unicode(raw: str) -> bool:
+    """False if JSON escapes smuggled in a lone surrogate, which no UTF-8 can carry."""
+    try:
+        raw.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _b64decode(raw: str, path: str) -> bytes:

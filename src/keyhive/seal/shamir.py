@@ -62,13 +62,15 @@ class ShareCollector:
         self._parts = []
 
     def add(self, share: str, threshold: int) -> KeySeal | None:
-        """Add one share; returns the seal once ``threshold`` distinct shares are in."""
+        """Add one share; returns the seal once ``threshold`` distinct shares are in.
+
+        A malformed share raises SealError and drops the shares gathered so far.
+        """
         try:
-            part = base64.b64decode(share.strip(), validate=True)
-        except (binascii.Error, ValueError):
-            raise SealError("the key share is not valid base64") from None
-        if len(part) != crypto.KEY_BYTES + 1:
-            raise SealError("the key share has the wrong length")
+            part = _decode_share(share)
+        except SealError:
+            self.reset()
+            raise
         if part not in self._parts:
             self._parts.append(part)
         if len(self._parts) < threshold:
@@ -78,3 +80,13 @@ class ShareCollector:
             return KeySeal(shamir.combine(parts))
         except shamir.ShamirError:
             raise SealError("the key shares do not combine") from None
+
+
+def _decode_share(share: str) -> bytes:
+    try:
+        part = base64.b64decode(share.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise SealError("the key share is not valid base64") from None
+    if len(part) != crypto.KEY_BYTES + 1:
+        raise SealError("the key share has the wrong length")
+    return part

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from keyhive import limits
-from keyhive.errors import LimitExceededException, ValidationException
+from keyhive.errors import InvalidMarkerException, LimitExceededException, ValidationException
 from keyhive.keystore import KeyRecord, Keystore
 from keyhive.service.context import Context
 from keyhive.service.registry import operation
@@ -80,7 +80,7 @@ def rotate_key_on_demand(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
 def list_key_rotations(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
     key = find_key(ctx, req["KeyId"], "ListKeyRotations", allow_alias=False)
     limit = req.get("Limit", limits.DEFAULT_LIST_LIMIT)
-    after = int(decode_marker(req.get("Marker")) or 0)
+    after = _version_marker(req.get("Marker"))
     include_all = req.get("IncludeKeyMaterial") == "ALL_KEY_MATERIAL"
     versions = [v for v in key.versions if include_all or v.rotation_type is not None]
     by_number = {f"{v.version:010d}": v for v in versions}
@@ -99,6 +99,16 @@ def list_key_rotations(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
             entry["RotationType"] = v.rotation_type
         rotations.append(entry)
     return {"Rotations": rotations, "Truncated": marker is not None, "NextMarker": marker}
+
+
+def _version_marker(marker: str | None) -> int:
+    """The material version a ListKeyRotations marker points after (0: from the start)."""
+    after = decode_marker(marker)
+    if not after:
+        return 0
+    if not (after.isascii() and after.isdigit()):
+        raise InvalidMarkerException()
+    return int(after)
 
 
 def rotate_due_keys(keystore: Keystore, now: float) -> list[str]:

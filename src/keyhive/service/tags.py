@@ -14,6 +14,8 @@ LIST_TAGS_DEFAULT_LIMIT = 50  # ListResourceTags: "Default: 50" (API reference)
 
 
 def validate_tags(tags: list[dict[str, str]]) -> list[dict[str, str]]:
+    if len(tags) > limits.MAX_TAGS_PER_KEY:
+        raise LimitExceededException(f"A KMS key can have at most {limits.MAX_TAGS_PER_KEY} tags.")
     seen: set[str] = set()
     for tag in tags:
         key = tag["TagKey"]

@@ -12,7 +12,8 @@ from keyhive.storage.base import Conflict, Storage
 
 
 def exercise_storage(factory: Callable[[], Storage]) -> None:
-    for check in (_get_put_delete, _scan_order_prefix_and_paging, _atomic_commit, _binary_values):
+    checks = (_get_put_delete, _scan_order_prefix_and_paging, _scan_code_point_order, _atomic_commit, _binary_values)
+    for check in checks:
         store = factory()
         try:
             check(store)
@@ -38,6 +39,17 @@ def _scan_order_prefix_and_paging(s: Storage) -> None:
     assert [p for p, _ in s.scan("k/", after="k/2")] == ["k/2/sub", "k/3"]
     assert s.scan("k/", after="k/3") == []
     assert s.scan("nothing/") == []
+
+
+def _scan_code_point_order(s: Storage) -> None:
+    """Paths order by code point (= UTF-8 bytes), never by a locale's collation."""
+    paths = ["o/B", "o/a", "o/a-b", "o/a_b", "o/a:b", "o/ab", "o/A", "o/é", "o/z", "o/\U0001f41d",
+             "o/\U0010ffff", "o/\U0010ffffz", "o\U0010ffff", "\U0010ffff"]
+    s.commit({p: p.encode() for p in paths})
+    assert s.scan("o/") == [(p, p.encode()) for p in sorted(paths) if p.startswith("o/")]
+    assert [p for p, _ in s.scan("")] == sorted(paths)
+    assert [p for p, _ in s.scan("o/\U0010ffff")] == ["o/\U0010ffff", "o/\U0010ffffz"]
+    assert [p for p, _ in s.scan("o/", after="o/z")] == ["o/é", "o/\U0001f41d", "o/\U0010ffff", "o/\U0010ffffz"]
 
 
 def _atomic_commit(s: Storage) -> None:

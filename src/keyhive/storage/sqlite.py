@@ -56,10 +56,13 @@ class SQLiteStorage:
         return None if row is None else bytes(row[0])
 
     def scan(self, prefix: str, *, after: str = "", limit: int | None = None) -> list[tuple[str, bytes]]:
-        start = max(prefix, after)
-        # Every path under ``prefix`` sorts below prefix + U+10FFFF.
-        sql = "SELECT path, value FROM records WHERE path >= ? AND path < ? AND path != ? ORDER BY path"
-        args: list[object] = [start, prefix + "\U0010ffff", after]
+        sql = "SELECT path, value FROM records WHERE path >= ? AND path != ?"
+        args: list[object] = [max(prefix, after), after]
+        end = _prefix_end(prefix)
+        if end is not None:
+            sql += " AND path < ?"
+            args.append(end)
+        sql += " ORDER BY path"
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
@@ -92,3 +95,18 @@ class SQLiteStorage:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _prefix_end(prefix: str) -> str | None:
+    """The least string above every string that starts with ``prefix``; None if unbounded.
+
+    SQLite compares TEXT as UTF-8 bytes, which is code point order.  ``prefix +
+    U+10FFFF`` is not an upper bound: it excludes paths that continue with U+10FFFF.
+    """
+    stem = prefix.rstrip("\U0010ffff")
+    if not stem:
+        return None
+    successor = ord(stem[-1]) + 1
+    if successor == 0xD800:  # surrogates cannot be stored as UTF-8; skip them
+        successor = 0xE000
+    return stem[:-1] + chr(successor)
