@@ -14,7 +14,7 @@ from typing import Iterable, Mapping
 
 from keyhive import crypto
 from keyhive.blob import MalformedBlob, Record, parse_record
-from keyhive.errors import KMSInternalException, SealedException
+from keyhive.errors import KMSInternalException, SealedException, StoredRecordCorrupt
 from keyhive.storage import Storage
 
 KEYRING_PATH = "core/keyring"
@@ -65,18 +65,20 @@ class Barrier:
         return _seal_record(key, self._active_term, path, plaintext)
 
     def decrypt(self, path: str, data: bytes) -> bytes:
+        keys = self._require_keys()
         try:
             record = parse_record(data)
-            key = self._require_keys()[record.term]
-        except (MalformedBlob, KeyError):
-            raise crypto.DecryptionFailed() from None
-        return crypto.open_sealed(key, record.nonce, record.sealed, record.header + path.encode())
+            return crypto.open_sealed(keys[record.term], record.nonce, record.sealed, record.header + path.encode())
+        except (MalformedBlob, KeyError, crypto.DecryptionFailed):
+            raise StoredRecordCorrupt(path) from None
 
     def get(self, path: str) -> bytes | None:
+        self._require_keys()
         raw = self.storage.get(path)
         return None if raw is None else self.decrypt(path, raw)
 
     def scan(self, prefix: str, *, after: str = "", limit: int | None = None) -> list[tuple[str, bytes]]:
+        self._require_keys()
         return [(p, self.decrypt(p, v)) for p, v in self.storage.scan(prefix, after=after, limit=limit)]
 
     def commit(

@@ -22,6 +22,7 @@ class KeyhiveError(Exception):
     """An error with an AWS wire type. ``message`` is safe to show to the caller."""
 
     default_message: str | None = ""
+    log_detail: str | None = None  # for the server log only, never the wire; never a secret
 
     def __init__(self, message: str | None = None) -> None:
         self.message = message if message is not None else self.default_message
@@ -150,6 +151,18 @@ class KMSInternalException(KeyhiveError):
     default_message = "An internal error occurred."
 
 
+class StoredRecordCorrupt(KMSInternalException):
+    """A stored record did not decrypt under its own path: moved, edited or corrupt."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.log_detail = f"stored record {path} failed its integrity check"
+
+    @property
+    def wire_type(self) -> str:
+        return "KMSInternalException"
+
+
 class DependencyTimeoutException(KeyhiveError):
     default_message = "The system timed out while trying to fulfill the request."
 
@@ -173,6 +186,7 @@ class SealedException(KeyUnavailableException):
 
 _STATUS: dict[type[KeyhiveError], int] = {
     KMSInternalException: 500,
+    StoredRecordCorrupt: 500,
     DependencyTimeoutException: 500,
     KeyUnavailableException: 500,
     SealedException: 500,

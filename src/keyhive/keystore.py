@@ -13,14 +13,18 @@ cached in bounded LRU maps; every write goes to storage first, then the cache.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Generic, Iterator, TypeVar
 
 from keyhive import crypto
 from keyhive.barrier import Barrier
+from keyhive.errors import SealedException, StoredRecordCorrupt
 from keyhive.storage import Conflict
+
+log = logging.getLogger("keyhive.keystore")
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -184,13 +188,23 @@ class Keystore:
         return [path[len(prefix) :] for path, _ in rows]
 
     def all_keys(self) -> Iterator[KeyRecord]:
-        """Every key of every account and region (for the scheduler)."""
+        """Every key of every account and region (for the scheduler).
+
+        A record that fails its integrity check is logged and skipped, so one bad
+        row cannot stop deletions and rotations of every other key.
+        """
         for path, raw in self.barrier.storage.scan("kms/"):
-            if "/key/" in path:
+            if path.split("/")[3] != "key":  # kms/{account}/{region}/key/{id}
+                continue
+            try:
                 yield KeyRecord.from_json(self.barrier.decrypt(path, raw))
+            except StoredRecordCorrupt as exc:
+                log.error("%s; skipped", exc.log_detail)
 
     # -- material -----------------------------------------------------------------
     def material(self, key: KeyRecord, version: int) -> bytes | None:
+        if self.barrier.sealed:  # never serve cached material from a sealed node
+            raise SealedException()
         cached = self._material.get((key.key_id, version))
         if cached is not None:
             return cached
@@ -200,17 +214,21 @@ class Keystore:
         return value
 
     def rotate(self, key: KeyRecord, rotation_type: str, now: float) -> MaterialVersion:
-        """Add a material version; older versions keep decrypting."""
+        """Add a material version; older versions keep decrypting.
+
+        ``key`` changes only once the new version is durable.
+        """
         version = MaterialVersion(key.current.version + 1, crypto.random_bytes(32).hex(), now, rotation_type)
-        key.versions.append(version)
+        rotated = replace(key, versions=[*key.versions, version])
         path = _key_path(key.account, key.region, key.key_id)
         self._meta.drop(path)
         self.barrier.commit(
             {
-                path: key.to_json(),
+                path: rotated.to_json(),
                 _material_path(key.account, key.region, key.key_id, version.version): crypto.new_key(),
             }
         )
+        key.versions = rotated.versions
         self._meta.put(path, key)
         return version
 

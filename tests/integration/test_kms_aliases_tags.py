@@ -324,3 +324,27 @@ def test_tags_and_key_states(kms: Any) -> None:
     assert error_of(kms.tag_resource, KeyId=meta["KeyId"], Tags=[{"TagKey": "x", "TagValue": "1"}]) == expected
     assert error_of(kms.untag_resource, KeyId=meta["KeyId"], TagKeys=["keep"]) == expected
     assert tags_of(kms, meta["KeyId"]) == {"keep": "1", "while-disabled": "1"}  # listing still works
+
+
+def test_list_resource_tags_limit_is_1_to_50(kms: Any) -> None:
+    # "If you include a value, it must be between 1 and 50, inclusive" (ListResourceTags, Limit)
+    meta = new_key(kms, Tags=[{"TagKey": "a", "TagValue": "b"}])
+    assert kms.list_resource_tags(KeyId=meta["KeyId"], Limit=50)["Tags"] == [{"TagKey": "a", "TagValue": "b"}]
+    code, _, message = error_of(kms.list_resource_tags, KeyId=meta["KeyId"], Limit=51)
+    assert code == "ValidationException" and "'limit'" in message
+    assert code_of(kms.list_resource_tags, KeyId=str(uuid.uuid4()), Limit=51) == "ValidationException"
+
+
+def test_alias_named_like_a_key_path_does_not_break_the_scheduler(tmp_path: Any) -> None:
+    # Alias names may contain "/": "alias/key/x" must never be read as a key record.
+    from tests.conftest import start_server
+
+    server = start_server(tmp_path, "--dev", "--data-dir", str(tmp_path / "data"), "--scheduler-interval", "0.2")
+    try:
+        client = server.client()
+        key_id = client.create_key()["KeyMetadata"]["KeyId"]
+        client.create_alias(AliasName="alias/key/x", TargetKeyId=key_id)
+        time.sleep(0.8)  # a few scheduler passes
+        assert "scheduled work failed" not in server.log()
+    finally:
+        server.stop()

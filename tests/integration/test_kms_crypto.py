@@ -302,3 +302,32 @@ def test_generate_random_limits(kms: Any) -> None:
     assert "numberOfBytes" in message
     assert code_of(kms.generate_random) == "ValidationException"
 
+
+
+def test_encryption_algorithm_must_suit_the_key(kms: Any, key: dict[str, Any]) -> None:
+    blob = kms.encrypt(KeyId=key["KeyId"], Plaintext=b"x", EncryptionAlgorithm="SYMMETRIC_DEFAULT")["CiphertextBlob"]
+    code = code_of(kms.encrypt, KeyId=key["KeyId"], Plaintext=b"x", EncryptionAlgorithm="RSAES_OAEP_SHA_256")
+    assert code == "InvalidKeyUsageException"
+    assert code_of(kms.decrypt, CiphertextBlob=blob, EncryptionAlgorithm="RSAES_OAEP_SHA_1") == "InvalidKeyUsageException"
+    assert kms.decrypt(CiphertextBlob=blob, EncryptionAlgorithm="SYMMETRIC_DEFAULT")["Plaintext"] == b"x"
+
+
+def test_decrypt_needs_a_ciphertext(kms: Any, key: dict[str, Any]) -> None:
+    # The model leaves CiphertextBlob optional (so boto3 sends the request); the docs require it
+    # "in all cases except when DryRun is true and DryRunModifiers is set to IGNORE_CIPHERTEXT".
+    code, _, message = error_of(kms.decrypt, KeyId=key["KeyId"])
+    assert code == "ValidationException" and "ciphertextBlob" in message
+    assert code_of(kms.re_encrypt, DestinationKeyId=key["KeyId"]) == "ValidationException"
+    assert code_of(kms.decrypt, KeyId=key["KeyId"], DryRun=True) == "ValidationException"
+
+
+def test_dry_run_ignoring_ciphertext(kms: Any, key: dict[str, Any], other_key: dict[str, Any]) -> None:
+    code, status, _ = error_of(kms.decrypt, KeyId=key["KeyId"], DryRun=True, DryRunModifiers=["IGNORE_CIPHERTEXT"])
+    assert (code, status) == ("DryRunOperationException", 412)
+    code = code_of(kms.re_encrypt, SourceKeyId=key["KeyId"], DestinationKeyId=other_key["KeyId"], DryRun=True,
+                   DryRunModifiers=["IGNORE_CIPHERTEXT"])
+    assert code == "DryRunOperationException"
+    assert code_of(kms.decrypt, KeyId=str(uuid.uuid4()), DryRun=True, DryRunModifiers=["IGNORE_CIPHERTEXT"]) == "NotFoundException"
+    meta = fresh_key(kms)
+    kms.disable_key(KeyId=meta["KeyId"])
+    assert code_of(kms.decrypt, KeyId=meta["KeyId"], DryRun=True, DryRunModifiers=["IGNORE_CIPHERTEXT"]) == "DisabledException"

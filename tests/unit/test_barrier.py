@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from keyhive import barrier as barrier_module
 from keyhive import blob, crypto
 from keyhive.barrier import KEYRING_PATH, Barrier, open_with_key, seal_with_key
-from keyhive.errors import KMSInternalException, SealedException
+from keyhive.errors import KMSInternalException, SealedException, StoredRecordCorrupt
 from keyhive.storage.sqlite import SQLiteStorage
 
 SECRET = b"attack at dawn: 0123456789abcdef"
@@ -117,13 +117,13 @@ def test_integrity(barrier: Barrier, storage: SQLiteStorage) -> None:
     for i in range(len(good)):
         bad = bytearray(good)
         bad[i] ^= 0x01
-        with pytest.raises(crypto.DecryptionFailed):
+        with pytest.raises(StoredRecordCorrupt):
             barrier.decrypt("a/1", bytes(bad))
     for n in range(len(good)):
-        with pytest.raises(crypto.DecryptionFailed):
+        with pytest.raises(StoredRecordCorrupt):
             barrier.decrypt("a/1", good[:n])
     storage.commit({"a/1": good[:-1] + bytes([good[-1] ^ 0x80])})  # tampered at rest
-    with pytest.raises(crypto.DecryptionFailed):
+    with pytest.raises(StoredRecordCorrupt):
         barrier.get("a/1")
 
 
@@ -139,23 +139,23 @@ def test_move(barrier: Barrier, storage: SQLiteStorage) -> None:
         KEYRING_PATH,
     ):
         storage.commit({elsewhere: data})
-        with pytest.raises(crypto.DecryptionFailed):
+        with pytest.raises(StoredRecordCorrupt):
             barrier.get(elsewhere)
-    with pytest.raises(crypto.DecryptionFailed):
+    with pytest.raises(StoredRecordCorrupt):
         barrier.scan("kms/acct/r/material/key-b/")
 
 
 def test_unknown_term_fails(barrier: Barrier) -> None:
     data = barrier.encrypt("a/1", SECRET)
     for term in (0, 2, 2**32 - 1):
-        with pytest.raises(crypto.DecryptionFailed):
+        with pytest.raises(StoredRecordCorrupt):
             barrier.decrypt("a/1", data[:1] + term.to_bytes(4, "big") + data[5:])
 
 
 def test_the_keyring_is_not_a_barrier_record(barrier: Barrier, storage: SQLiteStorage) -> None:
     keyring = storage.get(KEYRING_PATH)
     assert keyring is not None and keyring[1:5] == b"\x00\x00\x00\x00"
-    with pytest.raises(crypto.DecryptionFailed):
+    with pytest.raises(StoredRecordCorrupt):
         barrier.get(KEYRING_PATH)  # term 0 belongs to the root key, not to the keyring
 
 

@@ -92,6 +92,8 @@ class KeyhiveApp:
             body = await _read_body(receive)
             reply = self._route(scope, body)
         except KeyhiveError as exc:
+            if exc.log_detail:
+                log.error("request %s: %s", request_id, exc.log_detail)
             reply = _error_reply(exc)
         except Exception:
             log.exception("internal error in request %s", request_id)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from keyhive import limits
-from keyhive.errors import LimitExceededException, TagException
+from keyhive.errors import LimitExceededException, TagException, ValidationException
 from keyhive.service.context import Context
 from keyhive.service.registry import operation
 from keyhive.service.resolve import decode_marker, find_key, page
 
 LIST_TAGS_DEFAULT_LIMIT = 50  # ListResourceTags: "Default: 50" (API reference)
+LIST_TAGS_MAX_LIMIT = 50  # ListResourceTags: "must be between 1 and 50, inclusive" (the model says 1000)
 
 
 def validate_tags(tags: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -50,8 +51,13 @@ def untag_resource(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
 
 @operation("ListResourceTags")
 def list_resource_tags(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
-    key = find_key(ctx, req["KeyId"], "ListResourceTags", allow_alias=False)
     limit = req.get("Limit", LIST_TAGS_DEFAULT_LIMIT)
+    if limit > LIST_TAGS_MAX_LIMIT:
+        raise ValidationException(
+            f"1 validation error detected: Value '{limit}' at 'limit' failed to satisfy constraint: "
+            f"Member must have value less than or equal to {LIST_TAGS_MAX_LIMIT}"
+        )
+    key = find_key(ctx, req["KeyId"], "ListResourceTags", allow_alias=False)
     after = decode_marker(req.get("Marker"))
     ordered = sorted(t["TagKey"] for t in key.tags)
     names, marker = page([k for k in ordered if k > after][: limit + 1], limit)
