@@ -109,7 +109,9 @@ def _ciphertext_blob(ctx: Context, req: dict[str, Any], key_fields: tuple[str, .
             for f in key_fields:
                 _check_usage(find_key(ctx, req[f], operation_name), None)
             raise DryRunOperationException()
-        raise ValidationException(f"{' and '.join(key_fields)} must be specified when DryRunModifiers is IGNORE_CIPHERTEXT.")
+        raise ValidationException(
+            f"{' and '.join(key_fields)} must be specified when DryRunModifiers is IGNORE_CIPHERTEXT."
+        )
     raise ValidationException(
         "1 validation error detected: Value null at 'ciphertextBlob' failed to satisfy constraint: Member must not be null"
     )
