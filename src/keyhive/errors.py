@@ -146,6 +146,10 @@ class ConflictException(KeyhiveError):
     pass
 
 
+class CustomKeyStoreNotFoundException(KeyhiveError):
+    default_message = "Keyhive has no custom key stores."
+
+
 # -- faults (5xx) -----------------------------------------------------------------
 class KMSInternalException(KeyhiveError):
     default_message = "An internal error occurred."

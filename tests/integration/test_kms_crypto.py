@@ -303,6 +303,12 @@ def test_generate_random_limits(kms: Any) -> None:
     assert code_of(kms.generate_random) == "ValidationException"
 
 
+def test_generate_random_in_a_custom_key_store_that_does_not_exist(kms: Any) -> None:
+    code = code_of(kms.generate_random, NumberOfBytes=8, CustomKeyStoreId="cks-1234567890abcdef0")
+    assert code == "CustomKeyStoreNotFoundException"
+    assert code_of(kms.create_key, CustomKeyStoreId="cks-1234567890abcdef0") == "CustomKeyStoreNotFoundException"
+
+
 
 def test_encryption_algorithm_must_suit_the_key(kms: Any, key: dict[str, Any]) -> None:
     blob = kms.encrypt(KeyId=key["KeyId"], Plaintext=b"x", EncryptionAlgorithm="SYMMETRIC_DEFAULT")["CiphertextBlob"]

@@ -367,6 +367,11 @@ def test_huge_body(endpoint: str) -> None:
     assert len(json.dumps(doc)) < 1000  # not echoed back
 
 
+def test_body_far_over_the_limit_is_answered_not_reset(endpoint: str) -> None:
+    body = b'{"KeyId": "' + b"a" * (4 * 1024 * 1024) + b'"}'
+    assert_aws_error(send(endpoint, op("DescribeKey"), body), 400, "ValidationException")
+
+
 def test_huge_unsigned_body(endpoint: str) -> None:
     body = b'{"KeyId": "' + b"a" * (1024 * 1024) + b'"}'
     answer = send(endpoint, op("DescribeKey"), body, sign=False)

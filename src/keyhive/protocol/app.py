@@ -248,6 +248,11 @@ def _json_object(body: bytes) -> dict[str, Any]:
 
 
 async def _read_body(receive: Receive) -> bytes:
+    """The whole body, or ValidationException once it passes the limit.
+
+    An oversize body is still drained (and dropped) so the client gets an answer
+    instead of a reset connection.
+    """
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -256,9 +261,10 @@ async def _read_body(receive: Receive) -> bytes:
             break
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > limits.MAX_REQUEST_BODY_BYTES:
-            raise ValidationException(f"Request body exceeds {limits.MAX_REQUEST_BODY_BYTES} bytes")
-        chunks.append(chunk)
+        if size <= limits.MAX_REQUEST_BODY_BYTES:
+            chunks.append(chunk)
         if not message.get("more_body", False):
             break
+    if size > limits.MAX_REQUEST_BODY_BYTES:
+        raise ValidationException(f"Request body exceeds {limits.MAX_REQUEST_BODY_BYTES} bytes")
     return b"".join(chunks)

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 from keyhive import crypto, limits
 from keyhive.blob import KmsBlob, MalformedBlob, open_kms_blob, parse_kms_blob, seal_kms_blob
 from keyhive.errors import (
+    CustomKeyStoreNotFoundException,
     DryRunOperationException,
     IncorrectKeyException,
     InvalidCiphertextException,
@@ -210,7 +211,7 @@ def generate_data_key_without_plaintext(ctx: Context, req: dict[str, Any]) -> di
 def generate_random(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
     _refuse_recipient(req)
     if req.get("CustomKeyStoreId"):
-        raise UnsupportedOperationException("Custom key stores are not supported.")
+        raise CustomKeyStoreNotFoundException()
     number = req.get("NumberOfBytes")
     if number is None:
         raise ValidationException("1 validation error detected: Value null at 'numberOfBytes' failed to satisfy constraint: Member must not be null")

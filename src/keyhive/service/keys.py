@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from keyhive import limits
-from keyhive.errors import UnsupportedOperationException, ValidationException
+from keyhive.errors import CustomKeyStoreNotFoundException, UnsupportedOperationException, ValidationException
 from keyhive.keystore import KeyRecord, key_arn
 from keyhive.service.context import Context
 from keyhive.service.policies import default_key_policy, validate_policy
@@ -56,8 +56,10 @@ def create_key(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
         raise UnsupportedOperationException(f"KeySpec {spec} is not supported by this Keyhive server.")
     if usage != "ENCRYPT_DECRYPT":
         raise ValidationException(f"KeyUsage {usage} is not compatible with KeySpec {spec}")
+    if req.get("CustomKeyStoreId"):
+        raise CustomKeyStoreNotFoundException()
     origin = req.get("Origin", "AWS_KMS")
-    if origin != "AWS_KMS" or req.get("CustomKeyStoreId") or req.get("XksKeyId"):
+    if origin != "AWS_KMS" or req.get("XksKeyId"):
         raise UnsupportedOperationException(f"Origin {origin} and custom key stores are not supported.")
     if req.get("MultiRegion"):
         raise UnsupportedOperationException("Multi-Region keys are not supported.")

@@ -1,0 +1,101 @@
+"""Benchmark: Keyhive against moto's KMS server, same signed load, same run.
+
+    .venv/bin/python bench/run.py [--seconds 5] [--concurrency 32]
+
+Prints requests/s, p50 and p99 latency for Encrypt, Decrypt and GenerateDataKey
+on each server and Keyhive's ratio over moto.  This machine is shared and noisy:
+read the ratios, not the absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import boto3
+
+sys.path.insert(0, os.path.dirname(__file__))
+from load import Result, drive, signed_request  # noqa: E402
+
+AKID, SECRET = "AKIABENCH00000000001", "bench-secret-access-key-000000000000001"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(argv: list[str], url: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **env})
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return process
+        except urllib.error.HTTPError:
+            return process
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit(f"server did not start: {argv}")
+
+
+def payloads(endpoint: str) -> dict[str, bytes]:
+    kms = boto3.client("kms", endpoint_url=endpoint, region_name="us-east-1",
+                       aws_access_key_id=AKID, aws_secret_access_key=SECRET)
+    key_id = kms.create_key()["KeyMetadata"]["KeyId"]
+    blob = kms.encrypt(KeyId=key_id, Plaintext=b"x" * 32)["CiphertextBlob"]
+    bodies = {
+        "Encrypt": {"KeyId": key_id, "Plaintext": base64.b64encode(b"x" * 32).decode()},
+        "Decrypt": {"CiphertextBlob": base64.b64encode(blob).decode()},
+        "GenerateDataKey": {"KeyId": key_id, "KeySpec": "AES_256"},
+    }
+    return {op: signed_request(endpoint, op, json.dumps(body).encode(), AKID, SECRET) for op, body in bodies.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+
+    keyhive_port, moto_port = free_port(), free_port()
+    servers = {
+        "keyhive": start(
+            [sys.executable, "-m", "keyhive.cli.main", "server", "--dev", "--port", str(keyhive_port), "--log-level", "warning"],
+            f"http://127.0.0.1:{keyhive_port}/keyhive/health",
+            {"KEYHIVE_DEV_ACCESS_KEY_ID": AKID, "KEYHIVE_DEV_SECRET_ACCESS_KEY": SECRET},
+        ),
+        "moto": start([sys.executable, "-m", "moto.server", "-p", str(moto_port)], f"http://127.0.0.1:{moto_port}/", {}),
+    }
+    endpoints = {"keyhive": f"http://127.0.0.1:{keyhive_port}", "moto": f"http://127.0.0.1:{moto_port}"}
+    try:
+        results: dict[tuple[str, str], Result] = {}
+        for name, endpoint in endpoints.items():
+            for op, payload in payloads(endpoint).items():
+                results[(name, op)] = drive(endpoint, payload, args.concurrency, args.seconds)
+    finally:
+        for process in servers.values():
+            process.terminate()
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    print(f"# {platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}, commit {commit}, "
+          f"{args.concurrency} connections, {args.seconds:.0f} s per cell, 32-byte plaintext, one server process")
+    print(f"{'server':<8} {'operation':<16} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    for (name, op), r in results.items():
+        print(f"{name:<8} {op:<16} {r.rate:>8.0f} {r.percentile(50):>8.2f} {r.percentile(99):>8.2f} {r.errors:>7}")
+    for op in ("Encrypt", "Decrypt", "GenerateDataKey"):
+        ratio = results[("keyhive", op)].rate / max(results[("moto", op)].rate, 1e-9)
+        print(f"keyhive/moto {op}: {ratio:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
