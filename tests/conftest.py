@@ -109,6 +109,57 @@ def admin_call(endpoint: str, method: str, path: str, body: dict | None = None) 
         return exc.code, json.loads(exc.read() or b"{}")
 
 
+def iam_call(endpoint: str, action: str, body: dict, access_key_id: str = DEV_ACCESS_KEY_ID,
+             secret: str = DEV_SECRET_ACCESS_KEY) -> tuple[int, dict]:
+    """One signed call to the admin API's IAM operations (``CreateUser`` ...)."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    url = f"{endpoint}/keyhive/v1/iam/{action}"
+    request = AWSRequest(method="POST", url=url, data=json.dumps(body).encode(),
+                         headers={"Content-Type": "application/json"})
+    SigV4Auth(Credentials(access_key_id, secret), "kms", REGION).add_auth(request)
+    wire = urllib.request.Request(url, data=request.body, headers=dict(request.headers.items()), method="POST")
+    try:
+        with urllib.request.urlopen(wire, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+@dataclass
+class User:
+    """An IAM user made through the admin API, with one access key and a boto3 KMS client."""
+
+    name: str
+    account: str
+    access_key_id: str
+    secret: str
+    kms: object
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:iam::{self.account}:user/{self.name}"
+
+
+def make_user(server: RunningServer, name: str, *, account: str | None = None,
+              policies: dict[str, dict] | None = None) -> User:
+    """Create ``name`` (in ``account``), give it an access key and inline identity policies."""
+    extra = {"AccountId": account} if account else {}
+    code, reply = iam_call(server.endpoint, "CreateUser", {"UserName": name, **extra})
+    assert code == 200, reply
+    code, reply = iam_call(server.endpoint, "CreateAccessKey", {"UserName": name, **extra})
+    assert code == 200, reply
+    key = reply["AccessKey"]
+    for policy_name, document in (policies or {}).items():
+        code, reply = iam_call(server.endpoint, "PutUserPolicy", {
+            "UserName": name, "PolicyName": policy_name, "PolicyDocument": json.dumps(document), **extra})
+        assert code == 200, reply
+    return User(name, key["AccountId"], key["AccessKeyId"], key["SecretAccessKey"],
+                server.client(key["AccessKeyId"], key["SecretAccessKey"]))
+
+
 @pytest.fixture(scope="module")
 def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """One ``keyhive server --dev`` per test module, with fixed dev credentials."""

@@ -44,7 +44,9 @@ class Barrier:
         """Load the keyring with ``root_key``; raises crypto.DecryptionFailed if it is wrong."""
         raw = self.storage.get(KEYRING_PATH)
         if raw is None:
-            raise KMSInternalException("keyring missing")
+            error = KMSInternalException()
+            error.log_detail = f"{KEYRING_PATH} is missing from storage"
+            raise error
         doc = json.loads(self._open(root_key, KEYRING_PATH, raw))
         self._keys = {int(t): base64.b64decode(k) for t, k in doc["keys"].items()}
         self._active_term = int(doc["active"])

@@ -34,7 +34,10 @@ class KeyhiveError(Exception):
 
     @property
     def status(self) -> int:
-        return _STATUS.get(type(self), 400)
+        for cls in type(self).__mro__:  # a subclass inherits its wire error's status
+            if cls in _STATUS:
+                return _STATUS[cls]
+        return 400
 
 
 # -- protocol and input -------------------------------------------------------
@@ -130,6 +133,10 @@ class InvalidGrantTokenException(KeyhiveError):
     pass
 
 
+class InvalidGrantIdException(KeyhiveError):
+    pass
+
+
 class LimitExceededException(KeyhiveError):
     pass
 
@@ -148,6 +155,19 @@ class ConflictException(KeyhiveError):
 
 class CustomKeyStoreNotFoundException(KeyhiveError):
     default_message = "Keyhive has no custom key stores."
+
+
+# -- the admin API's IAM operations (names as IAM's own errors) ---------------------
+class NoSuchEntityException(KeyhiveError):
+    pass
+
+
+class EntityAlreadyExistsException(KeyhiveError):
+    pass
+
+
+class DeleteConflictException(KeyhiveError):
+    pass
 
 
 # -- faults (5xx) -----------------------------------------------------------------
@@ -190,12 +210,13 @@ class SealedException(KeyUnavailableException):
 
 _STATUS: dict[type[KeyhiveError], int] = {
     KMSInternalException: 500,
-    StoredRecordCorrupt: 500,
     DependencyTimeoutException: 500,
     KeyUnavailableException: 500,
-    SealedException: 500,
     DryRunOperationException: 412,
     MissingAuthenticationTokenException: 403,
+    NoSuchEntityException: 404,
+    EntityAlreadyExistsException: 409,
+    DeleteConflictException: 409,
 }
 
 

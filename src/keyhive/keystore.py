@@ -5,6 +5,7 @@ Paths (every value sealed by the barrier and bound to its path)::
     kms/{account}/{region}/key/{key_id}                     metadata (JSON)
     kms/{account}/{region}/material/{key_id}/{version:010}  32 bytes of key material
     kms/{account}/{region}/alias/{alias_name}               alias (JSON)
+    kms/{account}/{region}/grant/{key_id}/{grant_id}        grant (JSON)
 
 A key is visible only in its own account and region.  Metadata and material are
 cached in bounded LRU maps; every write goes to storage first, then the cache.
@@ -22,6 +23,7 @@ from typing import Generic, Iterator, TypeVar
 from keyhive import crypto
 from keyhive.barrier import Barrier
 from keyhive.errors import SealedException, StoredRecordCorrupt
+from keyhive.grants import Grant
 from keyhive.storage import Conflict
 
 log = logging.getLogger("keyhive.keystore")
@@ -132,16 +134,24 @@ def _alias_path(account: str, region: str, name: str) -> str:
     return f"kms/{account}/{region}/alias/{name}"
 
 
+def _grant_path(account: str, region: str, key_id: str, grant_id: str) -> str:
+    return f"kms/{account}/{region}/grant/{key_id}/{grant_id}"
+
+
 class Keystore:
     def __init__(self, barrier: Barrier) -> None:
         self.barrier = barrier
         self._meta: LRU[str, KeyRecord] = LRU(METADATA_CACHE_SIZE)
         self._material: LRU[tuple[str, int], bytes] = LRU(MATERIAL_CACHE_SIZE)
+        self._grants: LRU[str, list[Grant]] = LRU(METADATA_CACHE_SIZE)
+        self.epoch = 0  # grows with every change that can alter an authorization verdict
 
     def forget(self) -> None:
         """Drop every cached secret (on seal)."""
         self._meta.clear()
         self._material.clear()
+        self._grants.clear()
+        self.epoch += 1
 
     # -- keys ---------------------------------------------------------------------
     def create_key(self, key: KeyRecord) -> KeyRecord:
@@ -180,6 +190,7 @@ class Keystore:
         self._meta.drop(path)
         self.barrier.commit({path: key.to_json()})
         self._meta.put(path, key)
+        self.epoch += 1
 
     def list_key_ids(self, account: str, region: str, after: str, limit: int) -> list[str]:
         prefix = _key_path(account, region, "")
@@ -222,12 +233,9 @@ class Keystore:
         rotated = replace(key, versions=[*key.versions, version])
         path = _key_path(key.account, key.region, key.key_id)
         self._meta.drop(path)
-        self.barrier.commit(
-            {
-                path: rotated.to_json(),
-                _material_path(key.account, key.region, key.key_id, version.version): crypto.new_key(),
-            }
-        )
+        material_path = _material_path(key.account, key.region, key.key_id, version.version)
+        # A version number is never reused: material once written is never overwritten.
+        self.barrier.commit({path: rotated.to_json(), material_path: crypto.new_key()}, must_be_absent=[material_path])
         key.versions = rotated.versions
         self._meta.put(path, key)
         return version
@@ -238,8 +246,11 @@ class Keystore:
         doomed += [_material_path(key.account, key.region, key.key_id, v.version) for v in key.versions]
         doomed += [_alias_path(key.account, key.region, a.name) for a in self.aliases(key.account, key.region)
                    if a.target_key_id == key.key_id]
+        doomed += [_grant_path(key.account, key.region, key.key_id, g.grant_id) for g in self.grants(key)]
         self.barrier.storage.commit(deletes=doomed)
         self._meta.drop(doomed[0])
+        self._grants.drop(key.key_id)
+        self.epoch += 1
         for v in key.versions:
             self._material.drop((key.key_id, v.version))
 
@@ -255,10 +266,35 @@ class Keystore:
             self.barrier.commit({path: json.dumps(asdict(alias)).encode()}, must_be_absent=[path] if create else [])
         except Conflict:
             return False
+        self.epoch += 1
         return True
 
     def delete_alias(self, account: str, region: str, name: str) -> None:
         self.barrier.storage.commit(deletes=[_alias_path(account, region, name)])
+        self.epoch += 1
 
     def aliases(self, account: str, region: str) -> list[AliasRecord]:
         return [AliasRecord(**json.loads(raw)) for _, raw in self.barrier.scan(_alias_path(account, region, ""))]
+
+    # -- grants -------------------------------------------------------------------
+    def grants(self, key: KeyRecord) -> list[Grant]:
+        cached = self._grants.get(key.key_id)
+        if cached is None:
+            prefix = _grant_path(key.account, key.region, key.key_id, "")
+            cached = [Grant.from_json(raw) for _, raw in self.barrier.scan(prefix)]
+            self._grants.put(key.key_id, cached)
+        return cached
+
+    def put_grant(self, key: KeyRecord, grant: Grant) -> None:
+        self.barrier.commit({_grant_path(key.account, key.region, key.key_id, grant.grant_id): grant.to_json()})
+        self._grants.drop(key.key_id)
+        self.epoch += 1
+
+    def delete_grant(self, key: KeyRecord, grant_id: str) -> None:
+        self.barrier.storage.commit(deletes=[_grant_path(key.account, key.region, key.key_id, grant_id)])
+        self._grants.drop(key.key_id)
+        self.epoch += 1
+
+    def all_grants(self, account: str, region: str) -> list[Grant]:
+        """Every grant on every key of one account and region (ListRetirableGrants)."""
+        return [Grant.from_json(raw) for _, raw in self.barrier.scan(f"kms/{account}/{region}/grant/")]

@@ -8,6 +8,8 @@ NumberOfBytes 1..1024, Limit 1..1000, ...) are enforced from the model itself by
 # Encrypt: "Encrypts plaintext of up to 4,096 bytes" (KMS API reference, Encrypt).
 MAX_PLAINTEXT_BYTES = 4096
 
+SECONDS_PER_DAY = 86400.0
+
 # ScheduleKeyDeletion PendingWindowInDays: 7..30, default 30 (API reference).
 MIN_PENDING_WINDOW_DAYS = 7
 MAX_PENDING_WINDOW_DAYS = 30
@@ -18,8 +20,8 @@ MIN_ROTATION_PERIOD_DAYS = 90
 MAX_ROTATION_PERIOD_DAYS = 2560
 DEFAULT_ROTATION_PERIOD_DAYS = 365
 
-# RotateKeyOnDemand: "You can perform on-demand rotation a maximum of 10 times per KMS key"
-# (KMS developer guide, Rotating keys on demand).
+# RotateKeyOnDemand: "You can perform on-demand key rotation a maximum of 10 times per KMS
+# key" (KMS API reference, RotateKeyOnDemand; newer guide pages allow more).
 MAX_ON_DEMAND_ROTATIONS = 10
 
 # GenerateDataKey KeySpec AES_128 / AES_256 (API reference).

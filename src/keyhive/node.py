@@ -13,14 +13,22 @@ is sealed it cannot authenticate anyone, so only status, init and unseal work.
 from __future__ import annotations
 
 import json
-import secrets
-import string
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from keyhive import crypto
 from keyhive.barrier import Barrier
 from keyhive.errors import SealedException
+from keyhive.iam import (
+    AccessKey,
+    IdentityStore,
+    User,
+    access_key_record,
+    new_access_key_id,
+    new_secret_access_key,
+    user_record,
+)
 from keyhive.keystore import Keystore
 from keyhive.seal import KeySeal, Seal, SealError, ShareCollector
 from keyhive.seal.shamir import new_shares
@@ -28,7 +36,7 @@ from keyhive.storage import Conflict, Storage
 
 SEAL_CONFIG_PATH = "core/seal-config"
 ROOT_PATH = "core/root"
-ACCESS_KEY_PREFIX = "iam/access-keys/"
+ADMIN_USER = "admin"
 
 
 class AlreadyInitialized(Exception):
@@ -37,18 +45,6 @@ class AlreadyInitialized(Exception):
 
 class NotInitialized(Exception):
     pass
-
-
-@dataclass(frozen=True, slots=True)
-class AccessKey:
-    access_key_id: str
-    secret_access_key: str
-    principal_arn: str
-    account: str
-    admin: bool
-
-    def __repr__(self) -> str:
-        return f"AccessKey({self.access_key_id!r}, principal={self.principal_arn!r}, secret='**********')"
 
 
 @dataclass(frozen=True)
@@ -61,24 +57,14 @@ class InitResult:
         return f"InitResult(shares=<{len(self.shares)} hidden>, threshold={self.threshold}, access_key={self.access_key!r})"
 
 
-def new_access_key_id() -> str:
-    alphabet = string.ascii_uppercase + string.digits
-    return "AKIA" + "".join(secrets.choice(alphabet) for _ in range(16))
-
-
-def new_secret_access_key() -> str:
-    alphabet = string.ascii_letters + string.digits + "+/"
-    return "".join(secrets.choice(alphabet) for _ in range(40))
-
-
 class Node:
     def __init__(self, storage: Storage, *, account_id: str) -> None:
         self.storage = storage
         self.account_id = account_id
         self.barrier = Barrier(storage)
         self.keystore = Keystore(self.barrier)
+        self.iam = IdentityStore(self.barrier)
         self._shares = ShareCollector()
-        self._access_keys: dict[str, AccessKey] = {}
 
     def __repr__(self) -> str:
         return f"Node(sealed={self.sealed})"
@@ -113,31 +99,31 @@ class Node:
         secret_access_key: str | None = None,
     ) -> InitResult:
         """Create the root key, its seal and the first admin; the node stays sealed."""
+        if self._seal_config() is not None:  # cheap refusal; the commit below settles races
+            raise AlreadyInitialized()
         seal, printable = new_shares(shares, threshold)
         root_key = crypto.new_key()
-        admin = AccessKey(
-            access_key_id or new_access_key_id(),
-            secret_access_key or new_secret_access_key(),
-            f"arn:aws:iam::{self.account_id}:user/admin",
-            self.account_id,
-            admin=True,
-        )
+        now = time.time()
+        admin = User(self.account_id, ADMIN_USER, "AIDAKEYHIVEADMIN00001", now, admin=True)
+        admin = IdentityStore.administrator(admin)
+        key = AccessKey(access_key_id or new_access_key_id(), secret_access_key or new_secret_access_key(),
+                        self.account_id, ADMIN_USER, now)
         records = {
             SEAL_CONFIG_PATH: json.dumps({"type": seal.kind, "shares": shares, "threshold": threshold}).encode(),
             ROOT_PATH: seal.wrap_root(root_key),
             **self.barrier.create_keyring(root_key),
         }
-        # The admin's secret must go under the barrier: open it briefly with the new root.
-        staging = Barrier(_Overlay(self.storage, records))
+        # The admin's records must go under the barrier: open it briefly with the new root.
+        staging = Barrier(_Overlay(self.storage, records))  # type: ignore[arg-type]
         staging.unseal(root_key)
-        access_path = ACCESS_KEY_PREFIX + admin.access_key_id
-        records[access_path] = staging.encrypt(access_path, _access_key_json(admin))
+        for path, raw in (user_record(admin), access_key_record(key)):
+            records[path] = staging.encrypt(path, raw)
         staging.seal()
         try:
             self.storage.commit(records, must_be_absent=[SEAL_CONFIG_PATH])
         except Conflict:
             raise AlreadyInitialized() from None
-        return InitResult(printable, threshold, admin)
+        return InitResult(printable, threshold, key)
 
     def submit_share(self, share: str) -> bool:
         """Add one unseal share; True once the node is unsealed. Raises SealError."""
@@ -161,38 +147,21 @@ class Node:
             self.barrier.unseal(root_key)
         except crypto.DecryptionFailed:
             raise SealError("the root key does not open the keyring") from None
-        self._load_access_keys()
+        self.iam.load()
 
     def seal(self) -> None:
         """Forget the root key, the barrier keys and every cached secret."""
         self.barrier.seal()
         self.keystore.forget()
-        self._access_keys = {}
+        self.iam.forget()
         self._shares.reset()
 
-    # -- access keys ----------------------------------------------------------------
-    def _load_access_keys(self) -> None:
-        self._access_keys = {}
-        for _, raw in self.barrier.scan(ACCESS_KEY_PREFIX):
-            key = AccessKey(**json.loads(raw))
-            self._access_keys[key.access_key_id] = key
-
+    # -- authentication -------------------------------------------------------------
     def access_key(self, access_key_id: str) -> AccessKey | None:
+        """The active access key with this id; a sealed node knows no one."""
         if self.sealed:
             raise SealedException()
-        return self._access_keys.get(access_key_id)
-
-
-def _access_key_json(key: AccessKey) -> bytes:
-    return json.dumps(
-        {
-            "access_key_id": key.access_key_id,
-            "secret_access_key": key.secret_access_key,
-            "principal_arn": key.principal_arn,
-            "account": key.account,
-            "admin": key.admin,
-        }
-    ).encode()
+        return self.iam.active_key(access_key_id)
 
 
 class _Overlay:
@@ -213,4 +182,4 @@ def dev_unseal(node: Node, *, access_key_id: str | None, secret_access_key: str 
     return result
 
 
-__all__ = ["AccessKey", "AlreadyInitialized", "InitResult", "KeySeal", "Node", "NotInitialized", "dev_unseal"]
+__all__ = ["AlreadyInitialized", "InitResult", "KeySeal", "Node", "NotInitialized", "dev_unseal"]

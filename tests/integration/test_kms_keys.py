@@ -269,7 +269,7 @@ def test_schedule_key_deletion_default_window(kms: Any) -> None:
     described = kms.describe_key(KeyId=meta["KeyId"])["KeyMetadata"]
     assert described["KeyState"] == "PendingDeletion"
     assert described["Enabled"] is False
-    assert described["PendingDeletionWindowInDays"] == 30
+    assert "PendingDeletionWindowInDays" not in described  # only for PendingReplicaDeletion (KeyMetadata docs)
     assert described["DeletionDate"] == reply["DeletionDate"]
 
 

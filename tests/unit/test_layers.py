@@ -22,11 +22,13 @@ LAYERS: dict[str, int] = {
     "keyhive.shamir": 1,
     "keyhive.keystates": 1,
     "keyhive.policy": 1,
+    "keyhive.grants": 1,
     "keyhive.blob": 2,
     "keyhive.storage": 2,
     "keyhive.barrier": 3,
     "keyhive.seal": 4,
     "keyhive.keystore": 4,
+    "keyhive.iam": 4,
     "keyhive.audit": 4,
     "keyhive.node": 5,
     "keyhive.service": 6,
@@ -37,12 +39,12 @@ LAYERS: dict[str, int] = {
     "keyhive.cli": 10,
 }
 
-PURE = ["keyhive.crypto", "keyhive.blob", "keyhive.shamir", "keyhive.keystates", "keyhive.policy"]
+PURE = ["keyhive.crypto", "keyhive.blob", "keyhive.shamir", "keyhive.keystates", "keyhive.policy", "keyhive.grants"]
 IMPURE = {"sqlite3", "socket", "asyncio", "time", "datetime", "threading", "multiprocessing", "subprocess",
           "select", "selectors", "urllib", "http", "random", "logging", "shutil", "tempfile", "pathlib"}
 BELOW_PROTOCOL = ["keyhive.service", "keyhive.keystore", "keyhive.barrier", "keyhive.storage", "keyhive.crypto",
                   "keyhive.blob", "keyhive.shamir", "keyhive.keystates", "keyhive.policy", "keyhive.audit",
-                  "keyhive.seal", "keyhive.node"]
+                  "keyhive.seal", "keyhive.node", "keyhive.iam", "keyhive.grants"]
 WEB = {"keyhive.protocol", "keyhive.cli", "keyhive.server", "keyhive.console", "uvicorn", "starlette",
        "httptools", "h11", "http", "urllib"}
 

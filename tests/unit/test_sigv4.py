@@ -117,6 +117,7 @@ def test_json_body() -> None:
     wire = sign()
     assert b"x-amz-target" in header(wire, b"authorization")
     assert check(wire) == SignedBy(AKID, "us-east-1", "kms", None)
+    assert check(wire).signed_headers == ("content-type", "host", "x-amz-date", "x-amz-target")
 
 
 def test_aws_documentation_known_answer() -> None:

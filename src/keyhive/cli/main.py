@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from keyhive.cli.client import ClientError, call, default_endpoint, error_text
+from keyhive.cli.iam import add_commands as add_iam_commands
 from keyhive.server import DEFAULT_ACCOUNT_ID, DEFAULT_PORT, DEFAULT_REGION, ServerConfig, serve
 
 EXIT_SEALED = 2  # `keyhive status`: 0 unsealed, 2 sealed or not initialized, 1 error
@@ -50,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     _endpoint_flag(status)
     status.add_argument("--json", action="store_true", help="print one JSON object")
     status.set_defaults(run=_status)
+
+    add_iam_commands(commands)
 
     operator = commands.add_parser("operator", help="init, unseal and seal a server")
     ops = operator.add_subparsers(title="operator commands")

@@ -1,11 +1,8 @@
 """The ASGI application: AWS JSON 1.1 for KMS, plus Keyhive's admin API.
 
-    POST /                          KMS (X-Amz-Target: TrentService.<Operation>, SigV4)
-    GET  /keyhive/health            200 unsealed, 503 sealed, 501 not initialized
-    GET  /keyhive/v1/sys/status     seal status (always 200)
-    POST /keyhive/v1/sys/init       {"shares", "threshold"} -> shares + first admin, once
-    POST /keyhive/v1/sys/unseal     {"share"} -> status
-    POST /keyhive/v1/sys/seal       SigV4-signed by an admin
+    POST /                  KMS (X-Amz-Target: TrentService.<Operation>, SigV4)
+    GET  /keyhive/health    200 unsealed, 503 sealed, 501 not initialized
+    /keyhive/v1/...         the admin API (keyhive.protocol.admin)
 
 Every failure is an AWS-shaped ``{"__type", "message"}`` body; anything
 unexpected becomes KMSInternalException, with its detail in the server log only.
@@ -14,7 +11,6 @@ unexpected becomes KMSInternalException, with its detail in the server log only.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
 import logging
 import time
@@ -23,21 +19,20 @@ from typing import Any, Awaitable, Callable
 
 from keyhive import limits
 from keyhive.errors import (
-    AccessDeniedException,
-    InvalidSignatureException,
     KeyhiveError,
     KMSInternalException,
-    SerializationException,
     UnknownOperationException,
+    UnsupportedOperationException,
     ValidationException,
     wire_error,
 )
-from keyhive.node import AlreadyInitialized, Node, NotInitialized
-from keyhive.protocol import sigv4
+from keyhive.node import Node
+from keyhive.protocol.admin import handle_admin
+from keyhive.protocol.auth import authenticate
 from keyhive.protocol.shapes import encode_response, parse_request
 from keyhive.scheduler import run_forever
-from keyhive.seal import SealError
-from keyhive.service import OPERATIONS, Caller, Context
+from keyhive.service import OPERATIONS, Context
+from keyhive.service.authz import Authorizer
 
 log = logging.getLogger("keyhive.protocol")
 
@@ -47,7 +42,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 JSON_11 = b"application/x-amz-json-1.1"
 TARGET_PREFIX = "TrentService."
-ADMIN_PREFIX = "/keyhive/v1/sys/"
+ADMIN_PREFIX = "/keyhive/v1/"
 
 
 class Reply:
@@ -79,6 +74,7 @@ class KeyhiveApp:
         self.clock = clock  # the key life-cycle clock (tests may fix it)
         self.regions = regions  # None: every region
         self.scheduler_interval = scheduler_interval
+        self.authz = Authorizer(node.iam, node.keystore)
         self._scheduler: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -133,28 +129,9 @@ class KeyhiveApp:
             code = 501 if not status["initialized"] else 503 if status["sealed"] else 200
             return _json_reply(code, status)
         if path.startswith(ADMIN_PREFIX):
-            return self._admin(scope, path.removeprefix(ADMIN_PREFIX), method, body)
+            status, doc = handle_admin(self.node, scope, body, self.regions)
+            return _json_reply(status, doc)
         raise UnknownOperationException()
-
-    def _authenticate(self, scope: Scope, body: bytes) -> Caller:
-        def secret_for(access_key_id: str) -> str | None:
-            key = self.node.access_key(access_key_id)
-            return None if key is None else key.secret_access_key
-
-        signed = sigv4.verify(
-            scope["method"],
-            scope.get("raw_path", scope["path"].encode()).decode("latin-1").split("?", 1)[0],
-            scope.get("query_string", b"").decode("latin-1"),
-            scope["headers"],
-            body,
-            secret_for,
-            datetime.datetime.now(datetime.timezone.utc),
-        )
-        if self.regions is not None and signed.region not in self.regions:
-            raise InvalidSignatureException(f"Credential should be scoped to a valid region, not '{signed.region}'.")
-        key = self.node.access_key(signed.access_key_id)
-        assert key is not None  # verify() refuses unknown access keys
-        return Caller(key.account, signed.region, key.principal_arn, key.access_key_id)
 
     def _kms(self, scope: Scope, body: bytes) -> Reply:
         target = _header(scope, b"x-amz-target")
@@ -162,72 +139,13 @@ class KeyhiveApp:
             raise UnknownOperationException()
         name = target.removeprefix(TARGET_PREFIX)
         handler = OPERATIONS.get(name)
-        caller = self._authenticate(scope, body)
+        caller = authenticate(self.node, scope, body, self.regions, must_sign=("x-amz-target",))
         request = parse_request(name, body)  # UnknownOperationException if not in the model
         if handler is None:
-            raise KMSUnsupported(name)
-        ctx = Context(self.node.keystore, caller, self.clock())
+            raise UnsupportedOperationException(f"{name} is not supported by this Keyhive server.")
+        ctx = Context(self.node.keystore, caller, self.clock(), self.authz)
         return Reply(200, encode_response(handler(ctx, request)))
 
-    # -- admin API ------------------------------------------------------------------
-    def _admin(self, scope: Scope, action: str, method: str, body: bytes) -> Reply:
-        if action == "status" and method == "GET":
-            return _json_reply(200, self.node.status())
-        if method != "POST":
-            raise UnknownOperationException()
-        doc = _json_object(body)
-        if action == "init":
-            return self._init(doc)
-        if action == "unseal":
-            share = doc.get("share")
-            if not isinstance(share, str):
-                raise ValidationException("'share' must be a string")
-            try:
-                self.node.submit_share(share)
-            except NotInitialized:
-                raise ValidationException("Keyhive is not initialized; run 'keyhive operator init' first.") from None
-            except SealError as exc:
-                raise ValidationException(f"Unseal failed: {exc}; progress was reset.") from None
-            return _json_reply(200, self.node.status())
-        if action == "seal":
-            caller = self._authenticate(scope, body)
-            key = self.node.access_key(caller.access_key_id)
-            if key is None or not key.admin:
-                raise AccessDeniedException(f"User: {caller.principal_arn} is not authorized to seal Keyhive")
-            self.node.seal()
-            return _json_reply(200, self.node.status())
-        raise UnknownOperationException()
-
-    def _init(self, doc: dict[str, Any]) -> Reply:
-        shares, threshold = doc.get("shares", 5), doc.get("threshold", 3)
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (shares, threshold)):
-            raise ValidationException("'shares' and 'threshold' must be integers")
-        if not (shares == threshold == 1 or 2 <= threshold <= shares <= 255):
-            raise ValidationException("Need 2 <= threshold <= shares <= 255 (or 1 of 1)")
-        try:
-            result = self.node.initialize(shares, threshold)
-        except AlreadyInitialized:
-            raise ValidationException("Keyhive is already initialized") from None
-        return _json_reply(
-            200,
-            {
-                "shares": result.shares,
-                "threshold": result.threshold,
-                "access_key_id": result.access_key.access_key_id,
-                "secret_access_key": result.access_key.secret_access_key,
-            },
-        )
-
-
-class KMSUnsupported(KeyhiveError):
-    """A KMS operation of the AWS model that this server does not implement yet."""
-
-    def __init__(self, operation: str) -> None:
-        super().__init__(f"{operation} is not supported by this Keyhive server.")
-
-    @property
-    def wire_type(self) -> str:
-        return "UnsupportedOperationException"
 
 
 def _header(scope: Scope, name: bytes) -> str:
@@ -235,16 +153,6 @@ def _header(scope: Scope, name: bytes) -> str:
         if key == name:
             return value.decode("latin-1")
     return ""
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        doc = json.loads(body) if body.strip() else {}
-    except ValueError:
-        raise SerializationException("Malformed JSON in the request body") from None
-    if not isinstance(doc, dict):
-        raise SerializationException("The request body must be a JSON object")
-    return doc
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -86,6 +86,7 @@ class SignedBy:
     region: str  # from the credential scope
     service: str
     session_token: str | None = field(repr=False)  # X-Amz-Security-Token, if any
+    signed_headers: tuple[str, ...] = field(default=(), compare=False)  # what the signature covers
 
 
 class _Claim(NamedTuple):
@@ -151,7 +152,8 @@ def verify(
     expected = hmac.digest(key, string_to_sign.encode(), "sha256").hex()
     if not hmac.compare_digest(expected.encode(), claim.signature.encode()):
         raise InvalidSignatureException()
-    return SignedBy(claim.access_key_id, claim.region, claim.service, claim.session_token)
+    return SignedBy(claim.access_key_id, claim.region, claim.service, claim.session_token,
+                    tuple(claim.signed_headers))
 
 
 # -- parsing the claim ------------------------------------------------------------
@@ -413,6 +415,11 @@ def _payload_hash(grouped: _Headers, body: bytes) -> str:
     ):
         raise InvalidSignatureException()
     return body_hash
+
+
+def forget_signing_keys() -> None:
+    """Drop every cached derived key (and the secrets keying the cache): on seal."""
+    _signing_key.cache_clear()
 
 
 @lru_cache(maxsize=SIGNING_KEY_CACHE_SIZE)

@@ -5,13 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from keyhive import limits
-from keyhive.errors import AlreadyExistsException, InvalidAliasNameException, NotFoundException
+from keyhive.errors import AlreadyExistsException, InvalidAliasNameException, NotFoundException, ValidationException
 from keyhive.keystore import AliasRecord, alias_arn
 from keyhive.service.context import Context
 from keyhive.service.registry import operation
 from keyhive.service.resolve import decode_marker, find_key, lookup_key, page
 
 RESERVED_PREFIX = "alias/aws/"  # "reserved for AWS managed keys" (CreateAlias)
+# ListAliases Limit: "between 1 and 100, inclusive. If you do not include a value, it defaults to 50."
+LIST_ALIASES_DEFAULT_LIMIT = 50
+LIST_ALIASES_MAX_LIMIT = 100
 
 
 def _check_name(name: str) -> None:
@@ -25,6 +28,7 @@ def _check_name(name: str) -> None:
 def create_alias(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
     name = req["AliasName"]
     _check_name(name)
+    _authorize_alias(ctx, "CreateAlias", name)
     key = find_key(ctx, req["TargetKeyId"], "CreateAlias", allow_alias=False)
     alias = AliasRecord(name, key.key_id, ctx.now, ctx.now)
     if not ctx.keystore.put_alias(ctx.account, ctx.region, alias, create=True):
@@ -36,7 +40,10 @@ def create_alias(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
 def update_alias(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
     name = req["AliasName"]
     _check_name(name)
+    _authorize_alias(ctx, "UpdateAlias", name)
     alias = _existing(ctx, name)
+    # Permission on the key the alias leaves, whatever its state (AWS checks only the new key's state).
+    ctx.authz.check(ctx, "UpdateAlias", lookup_key(ctx, alias.target_key_id, allow_alias=False))
     key = find_key(ctx, req["TargetKeyId"], "UpdateAlias", allow_alias=False)
     alias.target_key_id, alias.updated = key.key_id, ctx.now
     ctx.keystore.put_alias(ctx.account, ctx.region, alias, create=False)
@@ -47,14 +54,22 @@ def update_alias(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
 def delete_alias(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
     name = req["AliasName"]
     _check_name(name)
-    _existing(ctx, name)
+    _authorize_alias(ctx, "DeleteAlias", name)
+    alias = _existing(ctx, name)
+    ctx.authz.check(ctx, "DeleteAlias", lookup_key(ctx, alias.target_key_id, allow_alias=False))
     ctx.keystore.delete_alias(ctx.account, ctx.region, name)
     return {}
 
 
 @operation("ListAliases")
 def list_aliases(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
-    limit = req.get("Limit", limits.DEFAULT_LIST_LIMIT)
+    ctx.authz.check(ctx, "ListAliases")
+    limit = req.get("Limit", LIST_ALIASES_DEFAULT_LIMIT)
+    if limit > LIST_ALIASES_MAX_LIMIT:
+        raise ValidationException(
+            f"1 validation error detected: Value '{limit}' at 'limit' failed to satisfy constraint: "
+            f"Member must have value less than or equal to {LIST_ALIASES_MAX_LIMIT}"
+        )
     after = decode_marker(req.get("Marker"))
     aliases = ctx.keystore.aliases(ctx.account, ctx.region)
     if req.get("KeyId"):
@@ -76,6 +91,11 @@ def list_aliases(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
         "Truncated": marker is not None,
         "NextMarker": marker,
     }
+
+
+def _authorize_alias(ctx: Context, operation: str, name: str) -> None:
+    """Alias operations need permission on the alias itself, which only identity policies give."""
+    ctx.authz.check(ctx, operation, resource=alias_arn(ctx.region, ctx.account, name))
 
 
 def _existing(ctx: Context, name: str) -> AliasRecord:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from keyhive.keystore import Keystore
+
+if TYPE_CHECKING:
+    from keyhive.service.authz import Authorizer
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,6 +17,9 @@ class Caller:
     region: str  # from the request's signature scope
     principal_arn: str
     access_key_id: str
+    user_name: str = ""
+    source_ip: str = ""
+    secure_transport: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +27,7 @@ class Context:
     keystore: Keystore
     caller: Caller
     now: float  # epoch seconds; the lifecycle clock, fixed by tests
+    authz: "Authorizer"
 
     @property
     def account(self) -> str:

@@ -24,10 +24,11 @@ from keyhive.errors import (
 from keyhive.keystore import KeyRecord
 from keyhive.service.context import Context
 from keyhive.service.registry import operation
-from keyhive.service.resolve import find_key
-from keyhive.keystates import check_key_state
+from keyhive.service.resolve import authorize_key, find_key, lookup_key
 
 SYMMETRIC_DEFAULT = "SYMMETRIC_DEFAULT"
+# The policy actions each operation needs, per key it names (ReEncrypt names two).
+_PERMISSIONS = {"Decrypt": ("Decrypt",), "ReEncrypt": ("ReEncryptFrom", "ReEncryptTo")}
 
 
 def _check_context(context: Mapping[str, str]) -> None:
@@ -50,11 +51,6 @@ def _refuse_recipient(req: dict[str, Any]) -> None:
         raise UnsupportedOperationException("Recipient (Nitro Enclaves attestation) is not supported.")
 
 
-def _encrypting_key(ctx: Context, req: dict[str, Any], operation_name: str, key_field: str = "KeyId") -> KeyRecord:
-    key = find_key(ctx, req[key_field], operation_name)
-    return key
-
-
 def _seal(ctx: Context, key: KeyRecord, plaintext: bytes, context: Mapping[str, str]) -> bytes:
     current = key.current.version
     material = ctx.keystore.material(key, current)
@@ -64,21 +60,24 @@ def _seal(ctx: Context, key: KeyRecord, plaintext: bytes, context: Mapping[str, 
 
 
 def _open(
-    ctx: Context, blob_bytes: bytes, context: Mapping[str, str], key_ref: str | None, operation_name: str
+    ctx: Context, blob_bytes: bytes, context: Mapping[str, str], key_ref: str | None, operation_name: str,
+    permission: str,
 ) -> tuple[KeyRecord, KmsBlob, bytes]:
     try:
         blob = parse_kms_blob(blob_bytes)
     except MalformedBlob:
         raise InvalidCiphertextException() from None
     if key_ref:
-        key = find_key(ctx, key_ref, operation_name)
+        key = lookup_key(ctx, key_ref, operation=operation_name)
         if key.key_id != blob.key_id:
             raise IncorrectKeyException()
     else:
-        key = ctx.keystore.get_key(ctx.account, ctx.region, blob.key_id)
-        if key is None:
+        found = ctx.keystore.get_key(ctx.account, ctx.region, blob.key_id)
+        if found is None:
             raise InvalidCiphertextException()
-        check_key_state(operation_name, key.state, key.arn)
+        key = found
+    authorize_key(ctx, key, operation_name, permission=permission, encryption_context=context,
+                  conditions=_request_alias(key_ref))
     material = ctx.keystore.material(key, blob.material_version)
     if material is None:
         raise InvalidCiphertextException()
@@ -86,6 +85,12 @@ def _open(
         return key, blob, open_kms_blob(material, blob, context)
     except crypto.DecryptionFailed:
         raise InvalidCiphertextException() from None
+
+
+def _request_alias(key_ref: str | None) -> dict[str, str]:
+    if key_ref and (key_ref.startswith("alias/") or ":alias/" in key_ref):
+        return {"kms:RequestAlias": "alias/" + key_ref.split("alias/", 1)[1]}
+    return {}
 
 
 def _material_id(key: KeyRecord, version: int) -> str | None:
@@ -107,8 +112,8 @@ def _ciphertext_blob(ctx: Context, req: dict[str, Any], key_fields: tuple[str, .
         return blob
     if req.get("DryRun") and "IGNORE_CIPHERTEXT" in req.get("DryRunModifiers", ()):
         if all(req.get(f) for f in key_fields):
-            for f in key_fields:
-                _check_usage(find_key(ctx, req[f], operation_name), None)
+            for f, permission in zip(key_fields, _PERMISSIONS[operation_name]):
+                _check_usage(find_key(ctx, req[f], operation_name, permission=permission), None)
             raise DryRunOperationException()
         raise ValidationException(
             f"{' and '.join(key_fields)} must be specified when DryRunModifiers is IGNORE_CIPHERTEXT."
@@ -122,7 +127,8 @@ def _ciphertext_blob(ctx: Context, req: dict[str, Any], key_fields: tuple[str, .
 def encrypt(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
     context = req.get("EncryptionContext", {})
     _check_context(context)
-    key = _encrypting_key(ctx, req, "Encrypt")
+    key = find_key(ctx, req["KeyId"], "Encrypt", encryption_context=context,
+                   conditions={"kms:EncryptionAlgorithm": req.get("EncryptionAlgorithm", SYMMETRIC_DEFAULT)})
     _check_usage(key, req.get("EncryptionAlgorithm"))
     _dry_run(req)
     return {
@@ -136,8 +142,9 @@ def encrypt(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
 def decrypt(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
     _refuse_recipient(req)
     context = req.get("EncryptionContext", {})
+    _check_context(context)
     ciphertext = _ciphertext_blob(ctx, req, ("KeyId",), "Decrypt")
-    key, blob, plaintext = _open(ctx, ciphertext, context, req.get("KeyId"), "Decrypt")
+    key, blob, plaintext = _open(ctx, ciphertext, context, req.get("KeyId"), "Decrypt", "Decrypt")
     _check_usage(key, req.get("EncryptionAlgorithm"))
     _dry_run(req)
     return {
@@ -153,11 +160,14 @@ def re_encrypt(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
     destination_context = req.get("DestinationEncryptionContext", {})
     _check_context(destination_context)
     ciphertext = _ciphertext_blob(ctx, req, ("SourceKeyId", "DestinationKeyId"), "ReEncrypt")
+    destination = lookup_key(ctx, req["DestinationKeyId"], operation="ReEncrypt")
     source, blob, plaintext = _open(
-        ctx, ciphertext, req.get("SourceEncryptionContext", {}), req.get("SourceKeyId"), "ReEncrypt"
+        ctx, ciphertext, req.get("SourceEncryptionContext", {}), req.get("SourceKeyId"), "ReEncrypt", "ReEncryptFrom"
     )
     _check_usage(source, req.get("SourceEncryptionAlgorithm"))
-    destination = _encrypting_key(ctx, req, "ReEncrypt", "DestinationKeyId")
+    authorize_key(ctx, destination, "ReEncrypt", permission="ReEncryptTo", encryption_context=destination_context,
+                  conditions={"kms:ReEncryptOnSameKey": source.key_id == destination.key_id,
+                              **_request_alias(req["DestinationKeyId"])})
     _check_usage(destination, req.get("DestinationEncryptionAlgorithm"))
     _dry_run(req)
     return {
@@ -183,7 +193,7 @@ def _generate_data_key(ctx: Context, req: dict[str, Any], operation_name: str) -
     length = _data_key_length(req)
     context = req.get("EncryptionContext", {})
     _check_context(context)
-    key = _encrypting_key(ctx, req, operation_name)
+    key = find_key(ctx, req["KeyId"], operation_name, encryption_context=context)
     _check_usage(key, None)
     _dry_run(req)
     data_key = crypto.random_bytes(length)
@@ -209,6 +219,7 @@ def generate_data_key_without_plaintext(ctx: Context, req: dict[str, Any]) -> di
 
 @operation("GenerateRandom")
 def generate_random(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
+    ctx.authz.check(ctx, "GenerateRandom")
     _refuse_recipient(req)
     if req.get("CustomKeyStoreId"):
         raise CustomKeyStoreNotFoundException()

@@ -8,12 +8,12 @@ from keyhive import limits
 from keyhive.errors import CustomKeyStoreNotFoundException, UnsupportedOperationException, ValidationException
 from keyhive.keystore import KeyRecord, key_arn
 from keyhive.service.context import Context
-from keyhive.service.policies import default_key_policy, validate_policy
+from keyhive.service.policies import check_new_policy, default_key_policy
 from keyhive.service.registry import operation
-from keyhive.service.resolve import decode_marker, find_key, lookup_key, page
-from keyhive.service.tags import validate_tags
+from keyhive.service.resolve import decode_marker, find_key, page
+from keyhive.service.tags import tag_conditions, validate_tags
 
-DAY = 86400.0
+DAY = limits.SECONDS_PER_DAY
 
 
 def key_metadata(key: KeyRecord) -> dict[str, Any]:
@@ -36,8 +36,8 @@ def key_metadata(key: KeyRecord) -> dict[str, Any]:
         "CurrentKeyMaterialId": key.current.material_id,
     }
     if key.state == "PendingDeletion":
+        # PendingDeletionWindowInDays is "present only when KeyState is PendingReplicaDeletion".
         meta["DeletionDate"] = key.deletion_date
-        meta["PendingDeletionWindowInDays"] = key.pending_window_days
     return meta
 
 
@@ -64,8 +64,12 @@ def create_key(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
     if req.get("MultiRegion"):
         raise UnsupportedOperationException("Multi-Region keys are not supported.")
     tags = validate_tags(req.get("Tags", []))
+    bypass = bool(req.get("BypassPolicyLockoutSafetyCheck"))
+    ctx.authz.check(ctx, "CreateKey", conditions={
+        "kms:KeySpec": spec, "kms:KeyUsage": usage, "kms:KeyOrigin": origin, "kms:MultiRegion": False,
+        "kms:BypassPolicyLockoutSafetyCheck": bypass, **tag_conditions(tags),
+    })
     policy = req.get("Policy") or default_key_policy(ctx.account)
-    validate_policy(policy)
     key = KeyRecord(
         key_id=ctx.keystore.new_key_id(),
         account=ctx.account,
@@ -78,16 +82,19 @@ def create_key(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
         policy=policy,
         tags=tags,
     )
+    if req.get("Policy"):
+        check_new_policy(ctx, key, policy, bypass_lockout_check=bypass)
     return {"KeyMetadata": key_metadata(ctx.keystore.create_key(key))}
 
 
 @operation("DescribeKey")
 def describe_key(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
-    return {"KeyMetadata": key_metadata(lookup_key(ctx, req["KeyId"]))}
+    return {"KeyMetadata": key_metadata(find_key(ctx, req["KeyId"], "DescribeKey"))}
 
 
 @operation("ListKeys")
 def list_keys(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
+    ctx.authz.check(ctx, "ListKeys")
     limit = req.get("Limit", limits.DEFAULT_LIST_LIMIT)
     after = decode_marker(req.get("Marker"))
     ids, marker = page(ctx.keystore.list_key_ids(ctx.account, ctx.region, after, limit + 1), limit)
@@ -130,7 +137,8 @@ def schedule_key_deletion(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
             f"constraint: Member must have value between {limits.MIN_PENDING_WINDOW_DAYS} and "
             f"{limits.MAX_PENDING_WINDOW_DAYS}"
         )
-    key = find_key(ctx, req["KeyId"], "ScheduleKeyDeletion", allow_alias=False)
+    key = find_key(ctx, req["KeyId"], "ScheduleKeyDeletion", allow_alias=False,
+                   conditions={"kms:ScheduleKeyDeletionPendingWindowInDays": days})
     key.state = "PendingDeletion"
     key.pending_window_days = days
     key.deletion_date = ctx.now + days * DAY

@@ -1,15 +1,19 @@
 """Key policies: stored and returned (GetKeyPolicy, PutKeyPolicy, ListKeyPolicies).
 
-Enforcement is the policy engine's job (a later layer); here a policy must be a
-JSON policy document in AWS's grammar at the top level.
+The grammar is checked by the pure policy engine (keyhive.policy); enforcement
+happens in keyhive.service.authz on every request.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
+from keyhive import policy
+
 from keyhive.errors import MalformedPolicyDocumentException, NotFoundException
+from keyhive.keystore import KeyRecord
 from keyhive.service.context import Context
 from keyhive.service.registry import operation
 from keyhive.service.resolve import find_key
@@ -37,21 +41,23 @@ def default_key_policy(account: str) -> str:
     )
 
 
-def validate_policy(policy: str) -> None:
+def check_new_policy(ctx: Context, key: KeyRecord, text: str, *, bypass_lockout_check: bool) -> None:
+    """Validate a key policy about to be attached to ``key`` (CreateKey, PutKeyPolicy).
+
+    The grammar, the principals (each named user must exist), and AWS's lockout
+    safety check: the new policy must still let the caller call PutKeyPolicy.
+    """
     try:
-        doc = json.loads(policy)
-    except ValueError:
-        raise MalformedPolicyDocumentException("The key policy is not a valid JSON document.") from None
-    statements = doc.get("Statement") if isinstance(doc, dict) else None
-    if isinstance(statements, dict):
-        statements = [statements]
-    if not isinstance(statements, list) or not statements:
-        raise MalformedPolicyDocumentException("Policy document must contain at least one Statement.")
-    for statement in statements:
-        if not isinstance(statement, dict) or statement.get("Effect") not in ("Allow", "Deny"):
-            raise MalformedPolicyDocumentException("Each statement must have an Effect of Allow or Deny.")
-        if "Action" not in statement and "NotAction" not in statement:
-            raise MalformedPolicyDocumentException("Each statement must have an Action or NotAction.")
+        document = policy.parse_policy(text)
+        policy.validate_key_policy(document)
+    except policy.PolicyError as exc:
+        raise MalformedPolicyDocumentException(str(exc)) from None
+    if not all(ctx.authz.principal_exists(p) for p in document.principals()):
+        raise MalformedPolicyDocumentException("Policy contains a statement with one or more invalid principals.")
+    if not bypass_lockout_check and not ctx.authz.allows(ctx, "PutKeyPolicy", replace(key, policy=text)):
+        raise MalformedPolicyDocumentException(
+            "The new key policy will not allow you to update the key policy in the future."
+        )
 
 
 def _check_name(name: str | None) -> None:
@@ -69,8 +75,10 @@ def get_key_policy(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
 @operation("PutKeyPolicy")
 def put_key_policy(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
     _check_name(req.get("PolicyName"))
-    key = find_key(ctx, req["KeyId"], "PutKeyPolicy", allow_alias=False)
-    validate_policy(req["Policy"])
+    bypass = bool(req.get("BypassPolicyLockoutSafetyCheck"))
+    key = find_key(ctx, req["KeyId"], "PutKeyPolicy", allow_alias=False,
+                   conditions={"kms:BypassPolicyLockoutSafetyCheck": bypass})
+    check_new_policy(ctx, key, req["Policy"], bypass_lockout_check=bypass)
     key.policy = req["Policy"]
     ctx.keystore.save(key)
     return {}

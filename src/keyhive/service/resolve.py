@@ -1,8 +1,9 @@
-"""Finding the KMS key a request names, in every form AWS accepts.
+"""Finding the KMS key a request names, in every form AWS accepts, and authorizing its use.
 
 Key id, key ARN, alias name and alias ARN; ``allow_alias=False`` for the
 operations AWS documents as taking only a key id or key ARN.  A key of another
-region or account does not exist from the caller's point of view.
+region does not exist from the caller's point of view; a key of another account
+is reachable only by ARN, and only for the operations AWS allows across accounts.
 """
 
 from __future__ import annotations
@@ -10,24 +11,67 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from typing import Any, Mapping
 
 from keyhive.errors import InvalidArnException, InvalidMarkerException, NotFoundException
 from keyhive.keystates import check_key_state
-from keyhive.keystore import KeyRecord
+from keyhive.keystore import KeyRecord, alias_arn, key_arn
 from keyhive.service.context import Context
 
 _KEY_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _ARN = re.compile(r"^arn:aws[a-z-]*:kms:([^:]*):([^:]*):(key/.+|alias/.+)$")
 
+# "Cross-account use: Yes" in the KMS API reference.
+CROSS_ACCOUNT_OPERATIONS = frozenset({
+    "CreateGrant", "Decrypt", "DescribeKey", "Encrypt", "GenerateDataKey", "GenerateDataKeyPair",
+    "GenerateDataKeyPairWithoutPlaintext", "GenerateDataKeyWithoutPlaintext", "GetKeyRotationStatus",
+    "ListGrants", "ReEncrypt", "RetireGrant", "RevokeGrant",
+})
 
-def find_key(ctx: Context, key_ref: str, operation: str, *, allow_alias: bool = True) -> KeyRecord:
-    """The key ``key_ref`` names, checked against ``operation``'s allowed key states."""
-    key = lookup_key(ctx, key_ref, allow_alias=allow_alias)
+
+def find_key(
+    ctx: Context,
+    key_ref: str,
+    operation: str,
+    *,
+    allow_alias: bool = True,
+    permission: str | None = None,
+    conditions: Mapping[str, Any] | None = None,
+    encryption_context: Mapping[str, str] | None = None,
+) -> KeyRecord:
+    """The key ``key_ref`` names, once the caller is authorized and its state allows ``operation``.
+
+    ``permission`` is the policy action when it differs from the operation
+    (ReEncrypt needs ``ReEncryptFrom`` and ``ReEncryptTo``).
+    """
+    key = lookup_key(ctx, key_ref, allow_alias=allow_alias, operation=operation)
+    conditions = dict(conditions or {})
+    if key_ref.startswith("alias/") or ":alias/" in key_ref:
+        conditions["kms:RequestAlias"] = "alias/" + key_ref.split("alias/", 1)[1]
+    return authorize_key(ctx, key, operation, permission=permission, conditions=conditions,
+                         encryption_context=encryption_context)
+
+
+def authorize_key(
+    ctx: Context,
+    key: KeyRecord,
+    operation: str,
+    *,
+    permission: str | None = None,
+    conditions: Mapping[str, Any] | None = None,
+    encryption_context: Mapping[str, str] | None = None,
+) -> KeyRecord:
+    """``key``, once the caller may use it for ``operation`` and its state allows it.
+
+    Authorization comes first, as on AWS: a caller without access learns nothing
+    about the key's state.
+    """
+    ctx.authz.check(ctx, permission or operation, key, conditions=conditions, encryption_context=encryption_context)
     check_key_state(operation, key.state, key.arn)
     return key
 
 
-def lookup_key(ctx: Context, key_ref: str, *, allow_alias: bool = True) -> KeyRecord:
+def lookup_key(ctx: Context, key_ref: str, *, allow_alias: bool = True, operation: str = "") -> KeyRecord:
     region, account, resource = ctx.region, ctx.account, key_ref
     if key_ref.startswith("arn:"):
         match = _ARN.match(key_ref)
@@ -36,14 +80,14 @@ def lookup_key(ctx: Context, key_ref: str, *, allow_alias: bool = True) -> KeyRe
         region, account, resource = match.groups()
     elif not key_ref.startswith("alias/"):
         resource = "key/" + key_ref
-    if region != ctx.region or account != ctx.account:
+    if region != ctx.region or (account != ctx.account and operation not in CROSS_ACCOUNT_OPERATIONS):
         raise NotFoundException(f"Key '{key_ref}' does not exist")
     if resource.startswith("alias/"):
         if not allow_alias:
             raise NotFoundException(f"Invalid keyId '{key_ref}'")
         alias = ctx.keystore.get_alias(account, region, resource)
         if alias is None:
-            raise NotFoundException(f"Alias {_alias_arn(region, account, resource)} is not found.")
+            raise NotFoundException(f"Alias {alias_arn(region, account, resource)} is not found.")
         key_id = alias.target_key_id
     else:
         key_id = resource.removeprefix("key/")
@@ -51,16 +95,8 @@ def lookup_key(ctx: Context, key_ref: str, *, allow_alias: bool = True) -> KeyRe
             raise NotFoundException(f"Invalid keyId '{key_ref}'")
     key = ctx.keystore.get_key(account, region, key_id)
     if key is None:
-        raise NotFoundException(f"Key '{_key_arn(region, account, key_id)}' does not exist")
+        raise NotFoundException(f"Key '{key_arn(region, account, key_id)}' does not exist")
     return key
-
-
-def _key_arn(region: str, account: str, key_id: str) -> str:
-    return f"arn:aws:kms:{region}:{account}:key/{key_id}"
-
-
-def _alias_arn(region: str, account: str, name: str) -> str:
-    return f"arn:aws:kms:{region}:{account}:{name}"
 
 
 # -- pagination ------------------------------------------------------------------

@@ -15,7 +15,7 @@ from keyhive.service.context import Context
 from keyhive.service.registry import operation
 from keyhive.service.resolve import decode_marker, find_key, page
 
-DAY = 86400.0
+DAY = limits.SECONDS_PER_DAY
 
 
 def _last_rotation(key: KeyRecord) -> float:
@@ -32,7 +32,8 @@ def enable_key_rotation(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
             f"constraint: Member must have value between {limits.MIN_ROTATION_PERIOD_DAYS} and "
             f"{limits.MAX_ROTATION_PERIOD_DAYS}"
         )
-    key = find_key(ctx, req["KeyId"], "EnableKeyRotation", allow_alias=False)
+    key = find_key(ctx, req["KeyId"], "EnableKeyRotation", allow_alias=False,
+                   conditions={"kms:RotationPeriodInDays": period})
     # A changed period counts from the last automatic rotation, as AWS documents.
     start = _last_rotation(key) if key.rotation_enabled else ctx.now
     key.rotation_enabled = True

@@ -28,11 +28,19 @@ def validate_tags(tags: list[dict[str, str]]) -> list[dict[str, str]]:
     return [{"TagKey": t["TagKey"], "TagValue": t["TagValue"]} for t in tags]
 
 
+def tag_conditions(tags: list[dict[str, str]]) -> dict[str, Any]:
+    """aws:RequestTag/* and aws:TagKeys for a request that sets ``tags``."""
+    conditions: dict[str, Any] = {f"aws:RequestTag/{t['TagKey']}": t["TagValue"] for t in tags}
+    conditions["aws:TagKeys"] = tuple(t["TagKey"] for t in tags)
+    return conditions
+
+
 @operation("TagResource")
 def tag_resource(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
-    key = find_key(ctx, req["KeyId"], "TagResource", allow_alias=False)
+    tags = validate_tags(req["Tags"])
+    key = find_key(ctx, req["KeyId"], "TagResource", allow_alias=False, conditions=tag_conditions(tags))
     merged = {t["TagKey"]: t["TagValue"] for t in key.tags}
-    merged.update({t["TagKey"]: t["TagValue"] for t in validate_tags(req["Tags"])})
+    merged.update({t["TagKey"]: t["TagValue"] for t in tags})
     if len(merged) > limits.MAX_TAGS_PER_KEY:
         raise LimitExceededException(f"A KMS key can have at most {limits.MAX_TAGS_PER_KEY} tags.")
     key.tags = [{"TagKey": k, "TagValue": v} for k, v in merged.items()]
@@ -42,7 +50,8 @@ def tag_resource(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
 
 @operation("UntagResource")
 def untag_resource(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
-    key = find_key(ctx, req["KeyId"], "UntagResource", allow_alias=False)
+    key = find_key(ctx, req["KeyId"], "UntagResource", allow_alias=False,
+                   conditions={"aws:TagKeys": tuple(req["TagKeys"])})
     doomed = set(req["TagKeys"])
     key.tags = [t for t in key.tags if t["TagKey"] not in doomed]
     ctx.keystore.save(key)

@@ -1,0 +1,99 @@
+"""Keyhive's admin API: seal status, init, unseal, seal, and IAM administration.
+
+    GET  /keyhive/v1/sys/status     seal status (always 200)
+    POST /keyhive/v1/sys/init       {"shares", "threshold"} -> shares + first admin, once
+    POST /keyhive/v1/sys/unseal     {"share"} -> status
+    POST /keyhive/v1/sys/seal       admin, SigV4-signed
+    POST /keyhive/v1/iam/{Action}   admin, SigV4-signed; Action as in AWS IAM (CreateUser ...)
+
+Init and unseal are unauthenticated, as in Vault: the shares are the credential.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from keyhive.errors import AccessDeniedException, SerializationException, UnknownOperationException, ValidationException
+from keyhive.node import AlreadyInitialized, Node, NotInitialized
+from keyhive.protocol import sigv4
+from keyhive.protocol.auth import authenticate
+from keyhive.seal import SealError
+from keyhive.service import Caller
+from keyhive.service.identity import IAM_OPERATIONS
+
+SYS_PREFIX = "/keyhive/v1/sys/"
+IAM_PREFIX = "/keyhive/v1/iam/"
+
+
+def handle_admin(node: Node, scope: dict[str, Any], body: bytes, regions: frozenset[str] | None) -> tuple[int, dict[str, Any]]:
+    """(status, JSON reply) for one admin API request."""
+    path, method = scope["path"], scope["method"]
+    if path == SYS_PREFIX + "status" and method == "GET":
+        return 200, node.status()
+    if method != "POST":
+        raise UnknownOperationException()
+    if path == SYS_PREFIX + "init":
+        return 200, _init(node, _json_object(body))
+    if path == SYS_PREFIX + "unseal":
+        return 200, _unseal(node, _json_object(body))
+    if path == SYS_PREFIX + "seal":
+        _require_admin(node, authenticate(node, scope, body, regions))
+        node.seal()
+        sigv4.forget_signing_keys()
+        return 200, node.status()
+    if path.startswith(IAM_PREFIX):
+        handler = IAM_OPERATIONS.get(path.removeprefix(IAM_PREFIX))
+        if handler is None:
+            raise UnknownOperationException()
+        caller = _require_admin(node, authenticate(node, scope, body, regions))
+        return 200, handler(node.iam, caller, _json_object(body), time.time())
+    raise UnknownOperationException()
+
+
+def _require_admin(node: Node, caller: Caller) -> Caller:
+    if not node.iam.user(caller.account, caller.user_name).admin:
+        raise AccessDeniedException(f"User: {caller.principal_arn} is not a Keyhive administrator")
+    return caller
+
+
+def _init(node: Node, doc: dict[str, Any]) -> dict[str, Any]:
+    shares, threshold = doc.get("shares", 5), doc.get("threshold", 3)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (shares, threshold)):
+        raise ValidationException("'shares' and 'threshold' must be integers")
+    if not (shares == threshold == 1 or 2 <= threshold <= shares <= 255):
+        raise ValidationException("Need 2 <= threshold <= shares <= 255 (or 1 of 1)")
+    try:
+        result = node.initialize(shares, threshold)
+    except AlreadyInitialized:
+        raise ValidationException("Keyhive is already initialized") from None
+    return {
+        "shares": result.shares,
+        "threshold": result.threshold,
+        "access_key_id": result.access_key.access_key_id,
+        "secret_access_key": result.access_key.secret_access_key,
+    }
+
+
+def _unseal(node: Node, doc: dict[str, Any]) -> dict[str, Any]:
+    share = doc.get("share")
+    if not isinstance(share, str):
+        raise ValidationException("'share' must be a string")
+    try:
+        node.submit_share(share)
+    except NotInitialized:
+        raise ValidationException("Keyhive is not initialized; run 'keyhive operator init' first.") from None
+    except SealError as exc:
+        raise ValidationException(f"Unseal failed: {exc}; progress was reset.") from None
+    return node.status()
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(body) if body.strip() else {}
+    except ValueError:
+        raise SerializationException("Malformed JSON in the request body") from None
+    if not isinstance(doc, dict):
+        raise SerializationException("The request body must be a JSON object")
+    return doc
