@@ -48,17 +48,36 @@ def start(argv: list[str], url: str, env: dict[str, str]) -> subprocess.Popen[by
     raise SystemExit(f"server did not start: {argv}")
 
 
-def payloads(endpoint: str) -> dict[str, bytes]:
+def ten_statement_policy(account: str) -> str:
+    """A key policy of ten statements whose only match for the caller is the last one."""
+    statements = [
+        {"Sid": f"Other{i}", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{444455556660 + i}:root"},
+         "Action": ["kms:Encrypt", "kms:Decrypt"], "Resource": "*",
+         "Condition": {"StringEquals": {f"kms:EncryptionContext:app{i}": "x"}}}
+        for i in range(9)
+    ]
+    statements.append({"Sid": "Root", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+                       "Action": "kms:*", "Resource": "*"})
+    return json.dumps({"Version": "2012-10-17", "Statement": statements})
+
+
+def payloads(endpoint: str, name: str) -> dict[str, bytes]:
     kms = boto3.client("kms", endpoint_url=endpoint, region_name="us-east-1",
                        aws_access_key_id=AKID, aws_secret_access_key=SECRET)
     key_id = kms.create_key()["KeyMetadata"]["KeyId"]
     blob = kms.encrypt(KeyId=key_id, Plaintext=b"x" * 32)["CiphertextBlob"]
+    plaintext = base64.b64encode(b"x" * 32).decode()
     bodies = {
-        "Encrypt": {"KeyId": key_id, "Plaintext": base64.b64encode(b"x" * 32).decode()},
+        "Encrypt": {"KeyId": key_id, "Plaintext": plaintext},
         "Decrypt": {"CiphertextBlob": base64.b64encode(blob).decode()},
         "GenerateDataKey": {"KeyId": key_id, "KeySpec": "AES_256"},
     }
-    return {op: signed_request(endpoint, op, json.dumps(body).encode(), AKID, SECRET) for op, body in bodies.items()}
+    if name == "keyhive":  # authorization cost: the same Encrypt under a ten-statement key policy
+        policy_key = kms.create_key(Policy=ten_statement_policy("111122223333"), BypassPolicyLockoutSafetyCheck=True)
+        bodies["Encrypt (10-statement policy)"] = {"KeyId": policy_key["KeyMetadata"]["KeyId"], "Plaintext": plaintext}
+    target = {op: op.split(" ")[0] for op in bodies}
+    return {op: signed_request(endpoint, target[op], json.dumps(body).encode(), AKID, SECRET)
+            for op, body in bodies.items()}
 
 
 def main() -> None:
@@ -80,7 +99,7 @@ def main() -> None:
     try:
         results: dict[tuple[str, str], Result] = {}
         for name, endpoint in endpoints.items():
-            for op, payload in payloads(endpoint).items():
+            for op, payload in payloads(endpoint, name).items():
                 results[(name, op)] = drive(endpoint, payload, args.concurrency, args.seconds)
     finally:
         for process in servers.values():
@@ -89,12 +108,14 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"# {platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}, commit {commit}, "
           f"{args.concurrency} connections, {args.seconds:.0f} s per cell, 32-byte plaintext, one server process")
-    print(f"{'server':<8} {'operation':<16} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(f"{'server':<8} {'operation':<30} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for (name, op), r in results.items():
-        print(f"{name:<8} {op:<16} {r.rate:>8.0f} {r.percentile(50):>8.2f} {r.percentile(99):>8.2f} {r.errors:>7}")
+        print(f"{name:<8} {op:<30} {r.rate:>8.0f} {r.percentile(50):>8.2f} {r.percentile(99):>8.2f} {r.errors:>7}")
     for op in ("Encrypt", "Decrypt", "GenerateDataKey"):
         ratio = results[("keyhive", op)].rate / max(results[("moto", op)].rate, 1e-9)
         print(f"keyhive/moto {op}: {ratio:.1f}x")
+    policy_cost = results[("keyhive", "Encrypt (10-statement policy)")].rate / results[("keyhive", "Encrypt")].rate
+    print(f"keyhive Encrypt, ten-statement policy / default policy: {policy_cost:.2f}")
 
 
 if __name__ == "__main__":

@@ -141,7 +141,7 @@ def _policy(document: object) -> Policy:
     if version is not None and version not in VERSIONS:
         raise PolicyError(f"The policy Version {fragment(version)} is not 2012-10-17 or 2008-10-17.")
     policy_id = document.get("Id")
-    if policy_id is not None and not isinstance(policy_id, str):
+    if policy_id is not None and (not isinstance(policy_id, str) or isinstance(policy_id, _Number)):
         raise PolicyError("The policy Id must be a string.")
     raw = document.get("Statement")
     raw_statements = [raw] if isinstance(raw, dict) else raw
