@@ -16,6 +16,7 @@ from keyhive import crypto
 from keyhive.blob import MalformedBlob, Record, parse_record
 from keyhive.errors import KMSInternalException, SealedException, StoredRecordCorrupt
 from keyhive.storage import Storage
+from keyhive.storage.work import current_work
 
 KEYRING_PATH = "core/keyring"
 ROOT_TERM = 0  # records sealed directly by the root key (only the keyring)
@@ -90,8 +91,13 @@ class Barrier:
         *,
         must_be_absent: Iterable[str] = (),
     ) -> None:
+        """Commit now, or stage in the current unit of work (see keyhive.storage.work)."""
         sealed = {path: self.encrypt(path, value) for path, value in puts.items()}
-        self.storage.commit(sealed, deletes, must_be_absent=must_be_absent)
+        work = current_work()
+        if work is None:
+            self.storage.commit(sealed, deletes, must_be_absent=must_be_absent)
+        else:
+            work.stage(self.storage, sealed, deletes, must_be_absent)
 
     def _require_keys(self) -> dict[int, bytes]:
         if not self._keys:

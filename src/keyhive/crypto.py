@@ -10,10 +10,12 @@ from __future__ import annotations
 import hmac
 import os
 
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 KEY_BYTES = 32  # AES-256 everywhere
 NONCE_BYTES = 12  # GCM's 96-bit nonce
@@ -66,3 +68,26 @@ def derive_message_key(material: bytes, salt: bytes, info: bytes) -> bytes:
 
 def constant_time_equal(a: bytes, b: bytes) -> bool:
     return hmac.compare_digest(a, b)
+
+
+# -- signatures (the audit trail's chain heads) -----------------------------------------
+def new_signing_key() -> tuple[bytes, bytes]:
+    """A fresh Ed25519 key pair: (raw private key, raw public key)."""
+    private = Ed25519PrivateKey.generate()
+    return (
+        private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()),
+        private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
+    )
+
+
+def sign(private_key: bytes, message: bytes) -> bytes:
+    return Ed25519PrivateKey.from_private_bytes(private_key).sign(message)
+
+
+def signature_valid(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+

@@ -69,19 +69,47 @@ class Grant:
         return cls(**doc)
 
 
+def _folded(pairs: Mapping[str, str]) -> dict[str, str]:
+    """"In a grant constraint, the key in each key-value pair is not case sensitive, but the
+    value is case sensitive" (API reference, GrantConstraints)."""
+    return {k.lower(): v for k, v in pairs.items()}
+
+
 def grant_permits(grant: Grant, principal_arn: str, operation: str, context: Mapping[str, str] | None) -> bool:
     """Whether ``grant`` lets ``principal_arn`` perform ``operation`` with this encryption context."""
     if grant.grantee_principal != principal_arn or operation not in grant.operations:
         return False
     if operation not in CONTEXT_OPERATIONS or not grant.constraints:
         return True
-    context = context or {}
+    folded = _folded(context or {})
     equals = grant.constraints.get("EncryptionContextEquals")
-    if equals is not None and dict(context) != equals:
+    if equals is not None and folded != _folded(equals):
         return False
     subset = grant.constraints.get("EncryptionContextSubset")
-    if subset is not None and any(context.get(k) != v for k, v in subset.items()):
+    if subset is not None and any(folded.get(k) != v for k, v in _folded(subset).items()):
         return False
+    return True
+
+
+def may_create_child(parent: Grant, principal_arn: str, operations: list[str],
+                     constraints: Mapping[str, Mapping[str, str]]) -> bool:
+    """Whether ``parent`` lets its grantee create a grant for ``operations`` under ``constraints``.
+
+    A grantee with CreateGrant from a grant "can only create grants that allow some or all
+    of the operations in the parent grant", with constraints "equally strict or stricter"
+    (Developer Guide, "Granting CreateGrant permission"; CreateGrant, Constraints).
+    """
+    if not grant_permits(parent, principal_arn, "CreateGrant", None) or not set(operations) <= set(parent.operations):
+        return False
+    equals, subset = constraints.get("EncryptionContextEquals"), constraints.get("EncryptionContextSubset")
+    parent_equals = parent.constraints.get("EncryptionContextEquals")
+    if parent_equals is not None and (equals is None or _folded(equals) != _folded(parent_equals)):
+        return False
+    parent_subset = parent.constraints.get("EncryptionContextSubset")
+    if parent_subset is not None:
+        required = _folded(equals if equals is not None else subset or {})
+        if any(required.get(k) != v for k, v in _folded(parent_subset).items()):
+            return False
     return True
 
 

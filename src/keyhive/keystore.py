@@ -247,7 +247,7 @@ class Keystore:
         doomed += [_alias_path(key.account, key.region, a.name) for a in self.aliases(key.account, key.region)
                    if a.target_key_id == key.key_id]
         doomed += [_grant_path(key.account, key.region, key.key_id, g.grant_id) for g in self.grants(key)]
-        self.barrier.storage.commit(deletes=doomed)
+        self.barrier.commit(deletes=doomed)
         self._meta.drop(doomed[0])
         self._grants.drop(key.key_id)
         self.epoch += 1
@@ -270,7 +270,7 @@ class Keystore:
         return True
 
     def delete_alias(self, account: str, region: str, name: str) -> None:
-        self.barrier.storage.commit(deletes=[_alias_path(account, region, name)])
+        self.barrier.commit(deletes=[_alias_path(account, region, name)])
         self.epoch += 1
 
     def aliases(self, account: str, region: str) -> list[AliasRecord]:
@@ -291,7 +291,7 @@ class Keystore:
         self.epoch += 1
 
     def delete_grant(self, key: KeyRecord, grant_id: str) -> None:
-        self.barrier.storage.commit(deletes=[_grant_path(key.account, key.region, key.key_id, grant_id)])
+        self.barrier.commit(deletes=[_grant_path(key.account, key.region, key.key_id, grant_id)])
         self._grants.drop(key.key_id)
         self.epoch += 1
 

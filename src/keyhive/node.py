@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from keyhive import crypto
+from keyhive.audit.trail import AuditTrail, signing_key_records
 from keyhive.barrier import Barrier
 from keyhive.errors import SealedException
 from keyhive.iam import (
@@ -64,6 +65,7 @@ class Node:
         self.barrier = Barrier(storage)
         self.keystore = Keystore(self.barrier)
         self.iam = IdentityStore(self.barrier)
+        self.audit = AuditTrail(storage, self.barrier, on_failure=self._reload)
         self._shares = ShareCollector()
 
     def __repr__(self) -> str:
@@ -118,6 +120,7 @@ class Node:
         staging.unseal(root_key)
         for path, raw in (user_record(admin), access_key_record(key)):
             records[path] = staging.encrypt(path, raw)
+        records.update(signing_key_records(staging))
         staging.seal()
         try:
             self.storage.commit(records, must_be_absent=[SEAL_CONFIG_PATH])
@@ -148,13 +151,21 @@ class Node:
         except crypto.DecryptionFailed:
             raise SealError("the root key does not open the keyring") from None
         self.iam.load()
+        self.audit.unsealed()
 
     def seal(self) -> None:
         """Forget the root key, the barrier keys and every cached secret."""
         self.barrier.seal()
         self.keystore.forget()
         self.iam.forget()
+        self.audit.sealed()
         self._shares.reset()
+
+    def _reload(self) -> None:
+        """After a failed commit: drop what memory may hold that storage does not."""
+        self.keystore.forget()
+        if not self.sealed:
+            self.iam.load()
 
     # -- authentication -------------------------------------------------------------
     def access_key(self, access_key_id: str) -> AccessKey | None:

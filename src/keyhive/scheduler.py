@@ -1,4 +1,8 @@
-"""Background work that falls due with time: key deletion and automatic rotation."""
+"""Background work that falls due with time: key deletion and automatic rotation.
+
+Each change is made in a unit of work and committed with its audit event
+(CloudTrail's DeleteKey / RotateKey service events), like a request's.
+"""
 
 from __future__ import annotations
 
@@ -6,31 +10,45 @@ import asyncio
 import logging
 from typing import Callable
 
-from keyhive.keystore import Keystore
+from keyhive import limits
+from keyhive.audit import unit_of_work
+from keyhive.audit.events import service_event
+from keyhive.keystore import KeyRecord
 from keyhive.node import Node
-from keyhive.service.rotation import rotate_due_keys
 
 log = logging.getLogger("keyhive.scheduler")
 
 
-def delete_expired_keys(keystore: Keystore, now: float) -> list[str]:
-    """Destroy every key whose waiting period has ended, with all its material."""
-    destroyed = []
-    for key in list(keystore.all_keys()):
-        if key.state == "PendingDeletion" and key.deletion_date is not None and key.deletion_date <= now:
-            keystore.destroy(key)
-            destroyed.append(key.arn)
-    return destroyed
+def deletion_due(key: KeyRecord, now: float) -> bool:
+    return key.state == "PendingDeletion" and key.deletion_date is not None and key.deletion_date <= now
+
+
+def rotation_due(key: KeyRecord, now: float) -> bool:
+    return key.rotation_enabled and key.state == "Enabled" and bool(key.next_rotation) and key.next_rotation <= now
 
 
 def run_due_work(node: Node, now: float) -> None:
-    """One pass: a sealed node has nothing it can do."""
+    """One pass over every key: a sealed node has nothing it can do."""
     if node.sealed:
         return
-    for arn in delete_expired_keys(node.keystore, now):
-        log.info("deleted %s: its waiting period ended", arn)
-    for arn in rotate_due_keys(node.keystore, now):
-        log.info("rotated %s on schedule", arn)
+    for key in list(node.keystore.all_keys()):
+        if deletion_due(key, now):
+            _audited(node, key, "DeleteKey", {"keyState": "PendingDeletion"}, lambda k=key: node.keystore.destroy(k))
+            log.info("deleted %s: its waiting period ended", key.arn)
+        elif rotation_due(key, now):
+            _audited(node, key, "RotateKey", {"rotationType": "AUTOMATIC"}, lambda k=key: _rotate(node, k, now))
+            log.info("rotated %s on schedule", key.arn)
+
+
+def _rotate(node: Node, key: KeyRecord, now: float) -> None:
+    key.next_rotation = now + (key.rotation_period_days or limits.DEFAULT_ROTATION_PERIOD_DAYS) * limits.SECONDS_PER_DAY
+    node.keystore.rotate(key, "AUTOMATIC", now)
+
+
+def _audited(node: Node, key: KeyRecord, name: str, details: dict[str, str], change: Callable[[], object]) -> None:
+    with unit_of_work() as work:
+        change()
+    node.audit.record_now(service_event(name, key.account, key.region, key.arn, details), work)
 
 
 async def run_forever(node: Node, clock: Callable[[], float], interval: float) -> None:

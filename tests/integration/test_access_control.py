@@ -361,6 +361,21 @@ def test_cross_account_needs_the_key_arn(dev_server: RunningServer, kms: Any) ->
     partner.kms.encrypt(KeyId=meta["Arn"], Plaintext=b"x")
 
 
+def test_cross_account_only_for_operations_that_allow_it(dev_server: RunningServer, kms: Any) -> None:
+    """Key management is never cross-account ("Cross-account use: No"), whatever the policies say."""
+    meta = new_key(kms, key_policy(statement("kms:*", principal=OTHER_ROOT)))
+    partner = new_user(dev_server, "partner-admin", statement("kms:*"), account=OTHER_ACCOUNT)
+    partner.kms.describe_key(KeyId=meta["Arn"])  # cross-account: yes
+    for call, kwargs in [
+        (partner.kms.disable_key, {"KeyId": meta["Arn"]}),
+        (partner.kms.schedule_key_deletion, {"KeyId": meta["Arn"], "PendingWindowInDays": 7}),
+        (partner.kms.put_key_policy, {"KeyId": meta["Arn"], "PolicyName": "default", "Policy": key_policy()}),
+        (partner.kms.get_key_policy, {"KeyId": meta["Arn"], "PolicyName": "default"}),
+    ]:
+        assert code_of(call, **kwargs) in ("NotFoundException", "AccessDeniedException"), call
+    assert kms.describe_key(KeyId=meta["KeyId"])["KeyMetadata"]["KeyState"] == "Enabled"
+
+
 def test_cross_account_refused_without_identity_policy(dev_server: RunningServer, kms: Any) -> None:
     meta = cross_account_key(kms)
     partner = new_user(dev_server, "partner-nopolicy", account=OTHER_ACCOUNT)

@@ -518,7 +518,7 @@ P = parse_policy
 @pytest.mark.parametrize(
     ("request_", "key_policy", "identity", "grant", "allowed", "reason"),
     [
-        pytest.param(req(), P(DEFAULT), [IAM_ALLOW], False, True, "allowed by the key policy and an identity-based policy",
+        pytest.param(req(), P(DEFAULT), [IAM_ALLOW], False, True, "allowed by the key policy and by an identity-based policy",
                      id="default policy delegates to IAM"),
         pytest.param(req(), P(DEFAULT), [], False, False, "because no identity-based policy allows the kms:Decrypt action",
                      id="default policy, no IAM policy"),
@@ -538,7 +538,7 @@ P = parse_policy
                      "allowed by an identity-based policy", id="CreateKey with IAM"),
         pytest.param(req(action="kms:CreateKey", resource="*"), None, [], False, False,
                      "because no identity-based policy allows the kms:CreateKey action", id="CreateKey without IAM"),
-        pytest.param(req(ROOT, "kms:CreateKey", "*"), None, [], False, True, "allowed by an identity-based policy",
+        pytest.param(req(ROOT, "kms:CreateKey", "*"), None, [], False, True, "allowed as the account root user",
                      id="CreateKey by the root"),
         pytest.param(req(action="kms:ListAliases", resource="*"), None, [IAM_DENY], False, False,
                      "with an explicit deny in an identity-based policy", id="ListAliases denied"),
@@ -546,15 +546,15 @@ P = parse_policy
         pytest.param(req(OTHER_USER), P(EXTERNAL_USERS), [], False, False,
                      "because no identity-based policy allows the kms:Decrypt action", id="external user without IAM"),
         pytest.param(req(OTHER_USER), P(EXTERNAL_USERS), [IAM_ALLOW], False, True,
-                     "allowed by the key policy and an identity-based policy", id="external user with IAM"),
+                     "allowed by the key policy and by an identity-based policy", id="external user with IAM"),
         pytest.param(req(OTHER_CAROL), P(EXTERNAL_USERS), [IAM_ALLOW], False, False,
                      "because no resource-based policy allows the kms:Decrypt action", id="external user not named"),
         pytest.param(req(OTHER_USER), P(EXTERNAL_ACCOUNT), [IAM_ALLOW], False, True,
-                     "allowed by the key policy and an identity-based policy", id="external account delegates"),
+                     "allowed by the key policy and by an identity-based policy", id="external account delegates"),
         pytest.param(req(OTHER_USER), P(EXTERNAL_ACCOUNT), [], False, False,
                      "because no identity-based policy allows the kms:Decrypt action", id="external account, no IAM"),
         pytest.param(req(OTHER_ROOT), P(EXTERNAL_ACCOUNT), [], False, True,
-                     "allowed by the key policy and an identity-based policy", id="external root"),
+                     "allowed by the key policy and as the account root user", id="external root"),
         pytest.param(req(OTHER_USER), P(doc(allow("*"))), [], False, False,
                      "because no identity-based policy allows the kms:Decrypt action", id="* still needs their IAM"),
         pytest.param(req(ALICE), P(doc(allow("*"))), [], False, True, "allowed by the key policy", id="* in the account"),
@@ -691,3 +691,15 @@ def test_validate_key_policy() -> None:
         validate_key_policy(parse_policy(on("kms:*")))
     with pytest.raises(PolicyError, match="OverlyPermissiveCondition"):
         validate_key_policy(parse_policy(doc(allow("*", **when("ForAllValues:StringEquals", CTX + "Dept", "IT")))))
+
+
+def test_a_hostile_pattern_matches_in_linear_time() -> None:
+    """A pattern that makes a backtracking regex take exponential time (``.*a.*a...b``)."""
+    policy = parse_policy(cond("StringLike", "k:x", "*a" * 40 + "b"))
+    verdict = evaluate_identity_policies([policy], req(keys={"k:x": "a" * 8192}))
+    assert verdict is Match.NONE  # returns at all: a regex would not within the test's lifetime
+
+
+def test_parse_refuses_what_is_not_text() -> None:
+    with pytest.raises(PolicyError):
+        parse_policy({"Statement": []})  # type: ignore[arg-type]

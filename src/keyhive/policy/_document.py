@@ -33,7 +33,10 @@ _VARIABLES_VERSION = "2012-10-17"  # "Variables were introduced in version 2012-
 # Far above AWS's largest policy (a key policy: 32,768 bytes), so that parsing stays
 # bounded even if a caller forgets its own size check.
 MAX_POLICY_CHARS = 131_072
-_PARSE_CACHE_SIZE = 1024
+# Parsed policies are cached by text; only texts up to a key policy's size are kept, so the
+# cache holds at most _PARSE_CACHE_SIZE * 32 KiB of text.
+_CACHED_CHARS = 32_768
+_PARSE_CACHE_SIZE = 512
 _TOP_LEVEL = frozenset({"Version", "Id", "Statement"})
 _STATEMENT = frozenset(
     {"Sid", "Effect", "Principal", "NotPrincipal", "Action", "NotAction", "Resource", "NotResource", "Condition"}
@@ -111,13 +114,24 @@ def _no_constants(name: str) -> object:
     raise PolicyError(f"{name} is not a valid JSON value in a policy.")
 
 
-@lru_cache(maxsize=_PARSE_CACHE_SIZE)
 def parse_policy(text: str) -> Policy:
-    """Parse and check a JSON policy document.  Raises PolicyError when it is malformed."""
+    """Parse and check a JSON policy document.  Raises PolicyError when it is malformed.
+
+    The same text is parsed once (a bounded cache); the result is immutable.
+    """
     if not isinstance(text, str):
         raise PolicyError("The policy document must be a string.")
     if len(text) > MAX_POLICY_CHARS:
         raise PolicyError("The policy document is too large.")
+    return _parse_cached(text) if len(text) <= _CACHED_CHARS else _parse(text)
+
+
+@lru_cache(maxsize=_PARSE_CACHE_SIZE)
+def _parse_cached(text: str) -> Policy:
+    return _parse(text)
+
+
+def _parse(text: str) -> Policy:
     try:
         document = json.loads(
             text,
@@ -195,13 +209,15 @@ def _statement(raw: object, variables: bool) -> Statement:
 
 
 def _strings(value: object, element: str) -> list[str]:
-    items = value if isinstance(value, list) else [value]
+    items: list[object] = value if isinstance(value, list) else [value]
     if not items:
         raise PolicyError(f"The {element} element is empty.")
+    strings: list[str] = []
     for item in items:
         if not isinstance(item, str) or isinstance(item, _Number) or not item:
             raise PolicyError(f"Each {element} must be a non-empty string.")
-    return items
+        strings.append(item)
+    return strings
 
 
 def _action(action: str) -> str:

@@ -236,10 +236,14 @@ def decide(
     identity_match = _identity_match(identity_policies, caller)
     if identity_match is Match.DENY:
         return Verdict(False, "with an explicit deny in an identity-based policy")
+    # The account root user needs no identity-based policy in its own account.
     identity_allows = identity_match is Match.ALLOW_PRINCIPAL or caller.is_root
+    by_identity = (
+        "by an identity-based policy" if identity_match is Match.ALLOW_PRINCIPAL else "as the account root user"
+    )
     no_identity = f"because no identity-based policy allows the {request.action} action"
     if key_match is None:
-        return Verdict(True, "allowed by an identity-based policy") if identity_allows else Verdict(False, no_identity)
+        return Verdict(True, f"allowed {by_identity}") if identity_allows else Verdict(False, no_identity)
     if grant_allows:
         return Verdict(True, "allowed by a grant")
     key_account = _KEY_ACCOUNT.fullmatch(request.resource)
@@ -249,7 +253,7 @@ def decide(
     if key_match is Match.NONE:
         return Verdict(False, f"because no resource-based policy allows the {request.action} action")
     if identity_allows:
-        return Verdict(True, "allowed by the key policy and an identity-based policy")
+        return Verdict(True, f"allowed by the key policy and {by_identity}")
     return Verdict(False, no_identity)
 
 

@@ -41,7 +41,6 @@ class Substituted(str):
 Token = str | Wildcard | Var
 Template = tuple[Token, ...]
 Rendered = tuple[str | Wildcard, ...]
-Scalar = str | bool | int | float
 
 _VARIABLE = re.compile(r"\$\{([^{}]*)\}")
 _WITH_DEFAULT = re.compile(r"^([^,]+?)\s*,\s*'([^']*)'$")
@@ -126,7 +125,7 @@ def literal(rendered: Rendered) -> str:
 
 def like(rendered: Rendered, value: str) -> bool:
     """Whole-string match with ``*`` and ``?`` wildcards (StringLike, Action); case-sensitive."""
-    return _regex(rendered).fullmatch(value) is not None
+    return _glob(rendered, value)
 
 
 def arn_like(rendered: Rendered, value: str) -> bool:
@@ -140,7 +139,7 @@ def arn_like(rendered: Rendered, value: str) -> bool:
     patterns = _arn_parts(rendered)
     if len(parts) != ARN_PARTS or len(patterns) != ARN_PARTS:
         return False
-    return all(_regex(p).fullmatch(v) is not None for p, v in zip(patterns, parts, strict=True))
+    return all(_glob(p, v) for p, v in zip(patterns, parts, strict=True))
 
 
 def _arn_parts(rendered: Rendered) -> list[Rendered]:
@@ -156,8 +155,32 @@ def _arn_parts(rendered: Rendered) -> list[Rendered]:
 
 
 @lru_cache(maxsize=4096)
-def _regex(rendered: Rendered) -> re.Pattern[str]:
-    body = "".join(
-        ".*" if t is Wildcard.ANY else "." if t is Wildcard.ONE else re.escape(str(t)) for t in rendered
-    )
-    return re.compile(body, re.DOTALL)
+def _items(rendered: Rendered) -> tuple[str | Wildcard, ...]:
+    """One item per pattern character: a literal character or a wildcard."""
+    return tuple(item for t in rendered for item in ((t,) if isinstance(t, Wildcard) else tuple(t)))
+
+
+def _glob(rendered: Rendered, text: str) -> bool:
+    """Wildcard match in O(len(pattern) * len(text)) time, never exponential.
+
+    Greedy scan that, on a mismatch, retries from the last ``*`` one character later
+    (no regular expression, so no catastrophic backtracking on hostile patterns).
+    """
+    pattern = _items(rendered)
+    p = t = 0
+    star, resume = -1, 0
+    while t < len(text):
+        if p < len(pattern) and pattern[p] is Wildcard.ANY:
+            star, resume = p, t
+            p += 1
+        elif p < len(pattern) and (pattern[p] is Wildcard.ONE or pattern[p] == text[t]):
+            p += 1
+            t += 1
+        elif star >= 0:
+            resume += 1
+            p, t = star + 1, resume
+        else:
+            return False
+    while p < len(pattern) and pattern[p] is Wildcard.ANY:
+        p += 1
+    return p == len(pattern)

@@ -5,6 +5,8 @@
     POST /keyhive/v1/sys/unseal     {"share"} -> status
     POST /keyhive/v1/sys/seal       admin, SigV4-signed
     POST /keyhive/v1/iam/{Action}   admin, SigV4-signed; Action as in AWS IAM (CreateUser ...)
+    POST /keyhive/v1/audit/{Action} LookupEvents, Export; SigV4-signed by a principal whose identity
+                                    policy allows cloudtrail:{Action}
 
 Init and unseal are unauthenticated, as in Vault: the shares are the credential.
 """
@@ -15,40 +17,61 @@ import json
 import time
 from typing import Any
 
+from keyhive.audit import reader
 from keyhive.errors import AccessDeniedException, SerializationException, UnknownOperationException, ValidationException
 from keyhive.node import AlreadyInitialized, Node, NotInitialized
 from keyhive.protocol import sigv4
+from keyhive.protocol.audit_events import IAM_SOURCE, KEYHIVE_SOURCE, Exchange
+from keyhive.protocol.audit_query import AUDIT_OPERATIONS
 from keyhive.protocol.auth import authenticate
 from keyhive.seal import SealError
 from keyhive.service import Caller
+from keyhive.service.authz import Authorizer
 from keyhive.service.identity import IAM_OPERATIONS
 
 SYS_PREFIX = "/keyhive/v1/sys/"
 IAM_PREFIX = "/keyhive/v1/iam/"
+AUDIT_PREFIX = "/keyhive/v1/audit/"
 
 
-def handle_admin(node: Node, scope: dict[str, Any], body: bytes, regions: frozenset[str] | None) -> tuple[int, dict[str, Any]]:
-    """(status, JSON reply) for one admin API request."""
+def handle_admin(node: Node, scope: dict[str, Any], body: bytes, regions: frozenset[str] | None,
+                 exchange: Exchange, authz: Authorizer) -> tuple[int, dict[str, Any]]:
+    """(status, JSON reply) for one admin API request; ``exchange`` gathers its audit event."""
     path, method = scope["path"], scope["method"]
     if path == SYS_PREFIX + "status" and method == "GET":
-        return 200, node.status()
+        return 200, node.status()  # a probe: not audited
+    exchange.source, exchange.event_name = KEYHIVE_SOURCE, path.rsplit("/", 1)[-1][:64] or "Unknown"
     if method != "POST":
         raise UnknownOperationException()
+    doc = _json_object(body)
+    exchange.request = doc
     if path == SYS_PREFIX + "init":
-        return 200, _init(node, _json_object(body))
+        exchange.event_name = "Init"
+        return 200, _init(node, doc)
     if path == SYS_PREFIX + "unseal":
-        return 200, _unseal(node, _json_object(body))
+        exchange.event_name, exchange.request = "Unseal", {}
+        return 200, _unseal(node, doc)
     if path == SYS_PREFIX + "seal":
-        _require_admin(node, authenticate(node, scope, body, regions))
+        exchange.event_name = "Seal"
+        exchange.caller = _require_admin(node, authenticate(node, scope, body, regions))
         node.seal()
         sigv4.forget_signing_keys()
         return 200, node.status()
     if path.startswith(IAM_PREFIX):
-        handler = IAM_OPERATIONS.get(path.removeprefix(IAM_PREFIX))
+        exchange.source = IAM_SOURCE
+        handler = IAM_OPERATIONS.get(exchange.event_name)
         if handler is None:
             raise UnknownOperationException()
-        caller = _require_admin(node, authenticate(node, scope, body, regions))
-        return 200, handler(node.iam, caller, _json_object(body), time.time())
+        exchange.caller = _require_admin(node, authenticate(node, scope, body, regions))
+        exchange.response = handler(node.iam, exchange.caller, doc, time.time())
+        return 200, exchange.response
+    if path.startswith(AUDIT_PREFIX):
+        handler = AUDIT_OPERATIONS.get(exchange.event_name)
+        if handler is None:
+            raise UnknownOperationException()
+        exchange.caller = authenticate(node, scope, body, regions)
+        authz.check_identity(exchange.caller, f"cloudtrail:{exchange.event_name}")
+        return 200, handler(reader.load(node.storage), doc)
     raise UnknownOperationException()
 
 

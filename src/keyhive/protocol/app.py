@@ -18,6 +18,7 @@ import uuid
 from typing import Any, Awaitable, Callable
 
 from keyhive import limits
+from keyhive.audit import unit_of_work
 from keyhive.errors import (
     KeyhiveError,
     KMSInternalException,
@@ -28,6 +29,7 @@ from keyhive.errors import (
 )
 from keyhive.node import Node
 from keyhive.protocol.admin import handle_admin
+from keyhive.protocol.audit_events import Exchange, build_event
 from keyhive.protocol.auth import authenticate
 from keyhive.protocol.shapes import encode_response, parse_request
 from keyhive.scheduler import run_forever
@@ -83,17 +85,18 @@ class KeyhiveApp:
             return
         if scope["type"] != "http":
             return
-        request_id = str(uuid.uuid4())
-        try:
-            body = await _read_body(receive)
-            reply = self._route(scope, body)
-        except KeyhiveError as exc:
-            if exc.log_detail:
-                log.error("request %s: %s", request_id, exc.log_detail)
-            reply = _error_reply(exc)
-        except Exception:
-            log.exception("internal error in request %s", request_id)
-            reply = _error_reply(KMSInternalException())
+        exchange = Exchange(request_id=str(uuid.uuid4()))
+        with unit_of_work() as work:
+            try:
+                body = await _read_body(receive)
+                reply = self._route(scope, body, exchange)
+            except Exception as exc:
+                reply = self._fail(exchange, exc)
+        if exchange.event_name:  # every request but health and status probes is audited
+            try:
+                await self.node.audit.record(build_event(exchange, scope), work)
+            except Exception as exc:  # fail closed: no durable event, no success
+                reply = self._fail(exchange, exc)
         await send(
             {
                 "type": "http.response.start",
@@ -101,11 +104,21 @@ class KeyhiveApp:
                 "headers": [
                     (b"content-type", reply.content_type),
                     (b"content-length", str(len(reply.body)).encode()),
-                    (b"x-amzn-requestid", request_id.encode()),
+                    (b"x-amzn-requestid", exchange.request_id.encode()),
                 ],
             }
         )
         await send({"type": "http.response.body", "body": reply.body})
+
+    @staticmethod
+    def _fail(exchange: Exchange, exc: Exception) -> Reply:
+        if not isinstance(exc, KeyhiveError):
+            log.error("internal error in request %s", exchange.request_id, exc_info=exc)
+            exc = KMSInternalException()
+        elif exc.log_detail:
+            log.error("request %s: %s", exchange.request_id, exc.log_detail)
+        exchange.error, exchange.response = exc, None
+        return _error_reply(exc)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -120,31 +133,34 @@ class KeyhiveApp:
                 return
 
     # -- routing --------------------------------------------------------------------
-    def _route(self, scope: Scope, body: bytes) -> Reply:
+    def _route(self, scope: Scope, body: bytes, exchange: Exchange) -> Reply:
         path, method = scope["path"], scope["method"]
         if path == "/" and method == "POST":
-            return self._kms(scope, body)
+            return self._kms(scope, body, exchange)
         if path == "/keyhive/health" and method in ("GET", "HEAD"):
             status = self.node.status()
             code = 501 if not status["initialized"] else 503 if status["sealed"] else 200
             return _json_reply(code, status)
         if path.startswith(ADMIN_PREFIX):
-            status, doc = handle_admin(self.node, scope, body, self.regions)
+            status, doc = handle_admin(self.node, scope, body, self.regions, exchange, self.authz)
             return _json_reply(status, doc)
         raise UnknownOperationException()
 
-    def _kms(self, scope: Scope, body: bytes) -> Reply:
+    def _kms(self, scope: Scope, body: bytes, exchange: Exchange) -> Reply:
         target = _header(scope, b"x-amz-target")
+        exchange.event_name = target.removeprefix(TARGET_PREFIX) if target.startswith(TARGET_PREFIX) else ""
+        exchange.event_name = exchange.event_name or "UnknownOperation"
         if not target.startswith(TARGET_PREFIX):
             raise UnknownOperationException()
-        name = target.removeprefix(TARGET_PREFIX)
+        name = exchange.event_name
         handler = OPERATIONS.get(name)
-        caller = authenticate(self.node, scope, body, self.regions, must_sign=("x-amz-target",))
-        request = parse_request(name, body)  # UnknownOperationException if not in the model
+        exchange.caller = authenticate(self.node, scope, body, self.regions, must_sign=("x-amz-target",))
+        exchange.request = parse_request(name, body)  # UnknownOperationException if not in the model
         if handler is None:
             raise UnsupportedOperationException(f"{name} is not supported by this Keyhive server.")
-        ctx = Context(self.node.keystore, caller, self.clock(), self.authz)
-        return Reply(200, encode_response(handler(ctx, request)))
+        ctx = Context(self.node.keystore, exchange.caller, self.clock(), self.authz, exchange.keys_used)
+        exchange.response = handler(ctx, exchange.request)
+        return Reply(200, encode_response(exchange.response))
 
 
 

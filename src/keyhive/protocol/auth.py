@@ -57,4 +57,5 @@ def authenticate(
         user_name=key.user_name,
         source_ip=client[0],
         secure_transport=scope.get("scheme") == "https",
+        user_id=node.iam.user(key.account, key.user_name).user_id,
     )

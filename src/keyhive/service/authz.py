@@ -21,7 +21,7 @@ from keyhive.iam import IdentityStore
 from keyhive.keystore import LRU, KeyRecord, Keystore
 
 if TYPE_CHECKING:
-    from keyhive.service.context import Context
+    from keyhive.service.context import Caller, Context
 
 VERDICT_CACHE_SIZE = 50_000
 _IAM_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):(.+)$")
@@ -68,9 +68,10 @@ class Authorizer:
             return True
         return resource.startswith("user/") and self._iam.user_exists(principal)
 
-    def allows(self, ctx: "Context", operation: str, key: KeyRecord) -> bool:
+    def allows(self, ctx: "Context", operation: str, key: KeyRecord, *,
+               conditions: Mapping[str, Any] | None = None) -> bool:
         """Whether the caller could do ``operation`` on ``key`` as it stands (no cache, no grants)."""
-        request = self._request(ctx, f"kms:{operation}", key.arn, key, {})
+        request = self._request(ctx, f"kms:{operation}", key.arn, key, dict(conditions or {}))
         identity = self.identity_policies(ctx.caller.account, ctx.caller.user_name)
         return policy.decide(request, policy.parse_policy(key.policy), identity).allowed
 

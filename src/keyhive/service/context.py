@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from keyhive.keystore import Keystore
@@ -20,6 +20,7 @@ class Caller:
     user_name: str = ""
     source_ip: str = ""
     secure_transport: bool = False
+    user_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,7 @@ class Context:
     caller: Caller
     now: float  # epoch seconds; the lifecycle clock, fixed by tests
     authz: "Authorizer"
+    keys_used: list[tuple[str, str]] = field(default_factory=list)  # (account, key ARN), for the audit trail
 
     @property
     def account(self) -> str:

@@ -18,6 +18,7 @@ from keyhive.grants import (
     SYMMETRIC_GRANT_OPERATIONS,
     Grant,
     grant_token,
+    may_create_child,
     parse_grant_token,
 )
 from keyhive.keystore import KeyRecord
@@ -27,6 +28,10 @@ from keyhive.service.resolve import decode_marker, find_key, lookup_key, page
 
 _PRINCIPAL = re.compile(r"^arn:aws[a-z-]*:(iam|sts)::\d{12}:[\w+=,.@/:-]+$|^[a-z0-9.-]+\.amazonaws\.com$")
 _GRANT_ID = re.compile(r"^[0-9a-f]{64}$")
+# "Grants with grant constraints can include the DescribeKey and RetireGrant operations, but the
+# constraint doesn't apply to these operations"; with CreateGrant it binds the grants created
+# (CreateGrant, Constraints).
+_CONSTRAINT_FREE_OPERATIONS = frozenset({"DescribeKey", "RetireGrant", "CreateGrant"})
 
 
 def _check_principal(field: str, value: str) -> None:
@@ -36,7 +41,7 @@ def _check_principal(field: str, value: str) -> None:
 
 def _constraints(req: dict[str, Any], operations: list[str]) -> dict[str, dict[str, str]]:
     constraints = {k: v for k, v in (req.get("Constraints") or {}).items() if v is not None}
-    if constraints and not set(operations) <= CONTEXT_OPERATIONS:
+    if constraints and not set(operations) <= CONTEXT_OPERATIONS | _CONSTRAINT_FREE_OPERATIONS:
         raise ValidationException(
             "Grant constraints are allowed only when every operation in the grant takes an encryption context."
         )
@@ -64,6 +69,8 @@ def create_grant(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
     if constraints:
         conditions["kms:GrantConstraintType"] = next(iter(constraints))
     key = find_key(ctx, req["KeyId"], "CreateGrant", allow_alias=False, conditions=conditions)
+    if not ctx.authz.allows(ctx, "CreateGrant", key, conditions=conditions):
+        _check_child_grant(ctx, key, operations, constraints)  # the permission came from a grant
     if req.get("DryRun"):
         raise DryRunOperationException()
     name = req.get("Name", "")
@@ -86,6 +93,15 @@ def create_grant(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
     )
     ctx.keystore.put_grant(key, grant)
     return {"GrantToken": grant_token(grant), "GrantId": grant.grant_id}
+
+
+def _check_child_grant(ctx: Context, key: KeyRecord, operations: list[str],
+                       constraints: dict[str, dict[str, str]]) -> None:
+    caller = ctx.caller.principal_arn
+    if not any(may_create_child(g, caller, operations, constraints) for g in ctx.keystore.grants(key)):
+        raise AccessDeniedException(
+            f"User: {caller} is not authorized to perform: kms:CreateGrant on resource: {key.arn}"
+        )
 
 
 def _paged(grants: list[Grant], req: dict[str, Any], default_limit: int) -> dict[str, Any]:

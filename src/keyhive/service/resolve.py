@@ -66,6 +66,7 @@ def authorize_key(
     Authorization comes first, as on AWS: a caller without access learns nothing
     about the key's state.
     """
+    ctx.keys_used.append((key.account, key.arn))
     ctx.authz.check(ctx, permission or operation, key, conditions=conditions, encryption_context=encryption_context)
     check_key_state(operation, key.state, key.arn)
     return key

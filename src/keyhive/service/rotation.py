@@ -10,7 +10,7 @@ from typing import Any
 
 from keyhive import limits
 from keyhive.errors import InvalidMarkerException, LimitExceededException, ValidationException
-from keyhive.keystore import KeyRecord, Keystore
+from keyhive.keystore import KeyRecord
 from keyhive.service.context import Context
 from keyhive.service.registry import operation
 from keyhive.service.resolve import decode_marker, find_key, page
@@ -111,13 +111,3 @@ def _version_marker(marker: str | None) -> int:
         raise InvalidMarkerException()
     return int(after)
 
-
-def rotate_due_keys(keystore: Keystore, now: float) -> list[str]:
-    """Rotate every enabled key whose automatic rotation is due; returns their ARNs."""
-    rotated = []
-    for key in list(keystore.all_keys()):
-        if key.rotation_enabled and key.state == "Enabled" and key.next_rotation and key.next_rotation <= now:
-            key.next_rotation = now + (key.rotation_period_days or limits.DEFAULT_ROTATION_PERIOD_DAYS) * DAY
-            keystore.rotate(key, "AUTOMATIC", now)
-            rotated.append(key.arn)
-    return rotated

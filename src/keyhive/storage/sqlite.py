@@ -2,6 +2,8 @@
 
 One connection owns the write path (``BEGIN IMMEDIATE`` under a lock, as datasette
 does); WAL with ``synchronous=FULL`` makes every commit durable before it returns.
+Readers use a connection of their own per thread, so reads go on while a commit
+waits for the disk.
 """
 
 from __future__ import annotations
@@ -25,11 +27,28 @@ class SQLiteStorage:
     def __init__(self, db_path: Path) -> None:
         self.path = db_path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+        self._db = self._connect()
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
+        self._readers = threading.local()
+        self._all_readers: list[sqlite3.Connection] = []
+        self._closed = False
         self._migrate()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA busy_timeout=5000")
+        return db
+
+    def _reader(self) -> sqlite3.Connection:
+        if self._closed:
+            raise sqlite3.ProgrammingError("Cannot operate on a closed storage.")
+        db = getattr(self._readers, "db", None)
+        if db is None:
+            db = self._readers.db = self._connect()
+            with self._lock:
+                self._all_readers.append(db)
+        return db
 
     def _migrate(self) -> None:
         with self._lock:
@@ -51,8 +70,7 @@ class SQLiteStorage:
                 raise
 
     def get(self, path: str) -> bytes | None:
-        with self._lock:
-            row = self._db.execute("SELECT value FROM records WHERE path = ?", (path,)).fetchone()
+        row = self._reader().execute("SELECT value FROM records WHERE path = ?", (path,)).fetchone()
         return None if row is None else bytes(row[0])
 
     def scan(self, prefix: str, *, after: str = "", limit: int | None = None) -> list[tuple[str, bytes]]:
@@ -66,8 +84,7 @@ class SQLiteStorage:
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
-        with self._lock:
-            rows = self._db.execute(sql, args).fetchall()
+        rows = self._reader().execute(sql, args).fetchall()
         return [(path, bytes(value)) for path, value in rows]
 
     def commit(
@@ -94,6 +111,9 @@ class SQLiteStorage:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
+            for db in self._all_readers:
+                db.close()
             self._db.close()
 
 

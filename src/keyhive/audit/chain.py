@@ -1,0 +1,167 @@
+"""The audit trail's tamper evidence: hash chains per writer, signed heads. Pure.
+
+Each writer (one server process) numbers its events 1, 2, 3 ... and links each
+to the one before::
+
+    hash(n) = SHA-256( hash(n-1) || uint64(n) || canonical(event n) )
+    hash(0) = SHA-256( "keyhive-audit-v1|" || writer )
+
+With every commit the writer stores its head (last seq and hash), signed with the
+audit signing key (Ed25519; private part under the barrier, public part
+exportable).  A new writer's first event names the heads of every earlier writer,
+so cutting the tail of a finished chain is detected too.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+GENESIS_PREFIX = b"keyhive-audit-v1|"
+HEAD_PREFIX = b"keyhive-audit-head-v1|"
+
+
+def canonical(event: dict[str, Any]) -> bytes:
+    """One byte string per event: sorted keys, no spaces, UTF-8."""
+    return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def genesis(writer: str) -> str:
+    return hashlib.sha256(GENESIS_PREFIX + writer.encode()).hexdigest()
+
+
+def link(prev_hash: str, seq: int, event: dict[str, Any]) -> str:
+    return hashlib.sha256(bytes.fromhex(prev_hash) + seq.to_bytes(8, "big") + canonical(event)).hexdigest()
+
+
+def head_message(writer: str, seq: int, hash_hex: str) -> bytes:
+    return HEAD_PREFIX + f"{writer}|{seq}|{hash_hex}".encode()
+
+
+@dataclass(frozen=True)
+class Record:
+    writer: str
+    seq: int
+    prev: str
+    hash: str
+    event: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"writer": self.writer, "seq": self.seq, "prev": self.prev, "hash": self.hash, "event": self.event}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Record:
+        return cls(doc["writer"], doc["seq"], doc["prev"], doc["hash"], doc["event"])
+
+
+@dataclass(frozen=True)
+class Head:
+    writer: str
+    seq: int
+    hash: str
+    signature: str | None  # base64 Ed25519 over head_message(); None while the writer was sealed
+
+    def to_json(self) -> dict[str, Any]:
+        return {"writer": self.writer, "seq": self.seq, "hash": self.hash, "signature": self.signature}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Head:
+        return cls(doc["writer"], doc["seq"], doc["hash"], doc["signature"])
+
+
+class Chain:
+    """A writer's running chain state: what the next record links to."""
+
+    def __init__(self, writer: str) -> None:
+        self.writer = writer
+        self.seq = 0
+        self.hash = genesis(writer)
+
+    def extend(self, event: dict[str, Any]) -> Record:
+        """The next record; the chain advances only when ``accept`` is called."""
+        seq = self.seq + 1
+        return Record(self.writer, seq, self.hash, link(self.hash, seq, event), event)
+
+    def accept(self, record: Record) -> None:
+        self.seq, self.hash = record.seq, record.hash
+
+
+@dataclass(frozen=True)
+class Problem:
+    writer: str
+    seq: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"writer {self.writer} record {self.seq}: {self.reason}"
+
+
+def verify(
+    records: Iterable[Record],
+    heads: Iterable[Head],
+    signature_valid: Callable[[bytes, bytes], bool] | None,
+) -> list[Problem]:
+    """Every problem found, first bad record of each writer first; empty when the trail is intact.
+
+    ``signature_valid(message, signature)`` checks a head signature with the
+    trusted public key; None skips signature checks (and says so).
+    """
+    problems: list[Problem] = []
+    by_writer: dict[str, list[Record]] = {}
+    for record in records:
+        by_writer.setdefault(record.writer, []).append(record)
+    heads_by_writer = {h.writer: h for h in heads}
+    known: dict[tuple[str, int], str] = {}
+    for writer, chain in by_writer.items():
+        chain.sort(key=lambda r: r.seq)
+        previous = genesis(writer)
+        for expected, record in enumerate(chain, start=1):
+            if record.seq != expected:
+                problems.append(Problem(writer, expected, f"missing (found {record.seq} next): deleted or reordered"))
+                break
+            if record.prev != previous or record.hash != link(previous, record.seq, record.event):
+                problems.append(Problem(writer, record.seq, "hash mismatch: edited, inserted or reordered"))
+                break
+            known[(writer, record.seq)] = record.hash
+            previous = record.hash
+        else:
+            problems += _check_head(writer, chain, heads_by_writer.get(writer), signature_valid)
+    for writer in heads_by_writer.keys() - by_writer.keys():
+        problems.append(Problem(writer, heads_by_writer[writer].seq, "every record of this writer is missing"))
+    problems += _check_references(by_writer, known)
+    return problems
+
+
+def _check_head(writer: str, chain: list[Record], head: Head | None,
+                signature_valid: Callable[[bytes, bytes], bool] | None) -> list[Problem]:
+    last = chain[-1]
+    if head is None:
+        return [Problem(writer, last.seq, "no head record for this writer")]
+    if (head.seq, head.hash) != (last.seq, last.hash):
+        return [Problem(writer, last.seq + 1 if head.seq > last.seq else head.seq,
+                        f"head says {head.seq} records but the chain ends at {last.seq}: tail cut or head edited")]
+    if signature_valid is not None:
+        if head.signature is None:
+            return [Problem(writer, head.seq, "head is not signed")]
+        try:
+            signature = base64.b64decode(head.signature, validate=True)
+        except ValueError:
+            signature = b""
+        if not signature_valid(head_message(writer, head.seq, head.hash), signature):
+            return [Problem(writer, head.seq, "head signature does not verify")]
+    return []
+
+
+def _check_references(by_writer: dict[str, list[Record]], known: dict[tuple[str, int], str]) -> list[Problem]:
+    """Later writers name earlier writers' final heads; each must still be in the trail."""
+    problems = []
+    for chain in by_writer.values():
+        for record in chain:
+            for ref in record.event.get("additionalEventData", {}).get("previousWriters", []):
+                if known.get((ref["writer"], ref["seq"])) != ref["hash"]:
+                    problems.append(Problem(ref["writer"], ref["seq"],
+                                            f"named by writer {record.writer} record {record.seq} but missing or changed"))
+    return problems

@@ -1,0 +1,190 @@
+"""The audit trail writer: every event durable before its reply, in group commits.
+
+Paths (events and heads are not secret and stay readable offline)::
+
+    audit/events/{writer}/{seq:020d}   a chained record (keyhive.audit.chain.Record)
+    audit/heads/{writer}               the writer's signed head
+    audit/public-key                   the Ed25519 public key, base64
+    audit/signing-key                  its private key, sealed by the barrier
+
+Requests hand their event and their unit of work (staged writes) to
+:meth:`AuditTrail.record`; concurrent requests are committed together in one
+storage transaction on a worker thread, so one fsync serves many.  If the
+commit fails, every request in it fails and none of their writes happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import json
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from keyhive import crypto
+from keyhive.audit.chain import Chain, Head, Record, head_message
+from keyhive.barrier import Barrier
+from keyhive.errors import KMSInternalException
+from keyhive.storage import Conflict, Storage
+from keyhive.storage.work import UnitOfWork
+
+log = logging.getLogger("keyhive.audit")
+
+EVENTS_PREFIX = "audit/events/"
+HEADS_PREFIX = "audit/heads/"
+PUBLIC_KEY_PATH = "audit/public-key"
+SIGNING_KEY_PATH = "audit/signing-key"
+
+
+def signing_key_records(barrier: Barrier) -> dict[str, bytes]:
+    """A new audit signing key for an installation being initialized (barrier open)."""
+    private, public = crypto.new_signing_key()
+    return {
+        PUBLIC_KEY_PATH: base64.b64encode(public),
+        SIGNING_KEY_PATH: barrier.encrypt(SIGNING_KEY_PATH, private),
+    }
+
+
+def event_path(writer: str, seq: int) -> str:
+    return f"{EVENTS_PREFIX}{writer}/{seq:020d}"
+
+
+@dataclass
+class _Item:
+    event: dict[str, Any]
+    work: UnitOfWork | None
+    done: asyncio.Future[None] | None = None
+    error: BaseException | None = field(default=None)
+
+
+class AuditTrail:
+    def __init__(self, storage: Storage, barrier: Barrier, *, durable: bool = True,
+                 on_failure: Callable[[], None] = lambda: None) -> None:
+        self.storage = storage
+        self.barrier = barrier
+        self.durable = durable  # False: replies to read-only calls do not wait for their event
+        self.writer = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+        self._chain = Chain(self.writer)
+        self._signing_key: bytes | None = None
+        self._on_failure = on_failure
+        self._lock = threading.Lock()  # one commit at a time: the chain is sequential
+        self._pending: list[_Item] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"AuditTrail(writer={self.writer!r}, seq={self._chain.seq}, signing={self._signing_key is not None})"
+
+    # -- seal state -------------------------------------------------------------------
+    def unsealed(self) -> None:
+        raw = self.barrier.get(SIGNING_KEY_PATH)
+        self._signing_key = raw
+
+    def sealed(self) -> None:
+        self._signing_key = None
+
+    # -- recording ------------------------------------------------------------------------
+    async def record(self, event: dict[str, Any], work: UnitOfWork | None = None) -> None:
+        """Return once ``event`` (and ``work``'s writes) are durable; raise if they cannot be."""
+        item = _Item(event, work if work is not None and not work.empty else None)
+        item.done = asyncio.get_running_loop().create_future()
+        self._pending.append(item)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        if self.durable or item.work is not None:
+            await item.done
+
+    def record_now(self, event: dict[str, Any], work: UnitOfWork | None = None) -> None:
+        """The synchronous form, for callers outside the event loop (the scheduler's passes)."""
+        item = _Item(event, work if work is not None and not work.empty else None)
+        self._commit([item])
+        if item.error is not None:
+            raise item.error
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            await asyncio.to_thread(self._commit, batch)
+            for item in batch:
+                assert item.done is not None
+                if item.error is None:
+                    item.done.set_result(None)
+                else:
+                    item.done.set_exception(item.error)
+                    item.done.exception()  # a relaxed caller may never await it
+
+    def _commit(self, batch: list[_Item]) -> None:
+        with self._lock:
+            try:
+                self._write(batch)
+            except Conflict:
+                for item in batch:  # a rare race between two staged writes: retry one by one
+                    try:
+                        self._write([item])
+                    except Conflict:
+                        item.error = KMSInternalException()
+                        item.error.log_detail = "a concurrent change conflicted with this request"
+                        item.work = None
+                        self._write([item])
+            except Exception as exc:
+                log.error("audit trail commit failed (%s): %d requests refused", type(exc).__name__, len(batch))
+                error = KMSInternalException()
+                for item in batch:
+                    item.error = error
+                self._on_failure()
+
+    def _write(self, batch: list[_Item]) -> None:
+        """One transaction: the batch's staged writes, its chained events, the signed head."""
+        events = [item.event for item in batch]
+        if self._chain.seq == 0:
+            events.insert(0, self._writer_started())
+        puts: dict[str, bytes] = {}
+        deletes: list[str] = []
+        absent: list[str] = []
+        for item in batch:
+            if item.work is not None:
+                puts.update(item.work.puts)
+                deletes += item.work.deletes
+                absent += item.work.must_be_absent
+        chain = Chain(self.writer)
+        chain.seq, chain.hash = self._chain.seq, self._chain.hash
+        last: Record | None = None
+        for event in events:
+            last = chain.extend(event)
+            chain.accept(last)
+            puts[event_path(self.writer, last.seq)] = json.dumps(last.to_json()).encode()
+        assert last is not None
+        puts[HEADS_PREFIX + self.writer] = json.dumps(self._head(last).to_json()).encode()
+        self.storage.commit(puts, deletes, must_be_absent=absent)
+        self._chain.accept(last)
+
+    def _head(self, last: Record) -> Head:
+        signature = None
+        if self._signing_key is not None:
+            raw = crypto.sign(self._signing_key, head_message(self.writer, last.seq, last.hash))
+            signature = base64.b64encode(raw).decode()
+        return Head(self.writer, last.seq, last.hash, signature)
+
+    def _writer_started(self) -> dict[str, Any]:
+        """The first event of a writer: names every earlier writer's head (tail-cut evidence)."""
+        heads = [Head.from_json(json.loads(raw)) for _, raw in self.storage.scan(HEADS_PREFIX)]
+        return {
+            "eventVersion": "1.08",
+            "eventSource": "keyhive.amazonaws.com",
+            "eventName": "AuditWriterStarted",
+            "eventType": "AwsServiceEvent",
+            "eventTime": _now_iso(),
+            "readOnly": False,
+            "additionalEventData": {
+                "writer": self.writer,
+                "previousWriters": [{"writer": h.writer, "seq": h.seq, "hash": h.hash} for h in heads],
+            },
+        }
+
+
+def _now_iso() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
