@@ -35,6 +35,7 @@ class ServerConfig:
     dev: bool = False
     log_level: str = "info"
     scheduler_interval: float = 60.0
+    audit_durable: bool = True
 
 
 DEV_BANNER = """\
@@ -58,6 +59,7 @@ def build_app(config: ServerConfig) -> KeyhiveApp:
             raise SystemExit("keyhive server: --data-dir is required (or use --dev)")
         data_dir = Path(tempfile.mkdtemp(prefix="keyhive-dev-"))
     node = Node(open_storage(data_dir), account_id=config.account_id)
+    node.audit.durable = config.audit_durable
     if config.dev:
         try:
             result = dev_unseal(

@@ -126,8 +126,8 @@ def test_every_record_is_a_sealed_barrier_record(server: RunningServer, made: Ma
     assert json.loads(rows.pop("core/seal-config")) == {"type": "shamir", "shares": 1, "threshold": 1}
     # The audit trail is readable offline by design (verify needs only the public key);
     # it must hold no secret, which the raw-file scan above checks byte for byte.
-    public = {p: rows.pop(p) for p in list(rows) if p.startswith(("audit/events/", "audit/heads/"))
-              or p == "audit/public-key"}
+    public = {p: rows.pop(p) for p in list(rows) if p.startswith(("audit/events/", "audit/heads/", "audit/usage/"))
+              or p in ("audit/public-key", "audit/tracking-start")}
     assert any(p.startswith("audit/events/") for p in public) and "audit/public-key" in public
     for value in public.values():
         for secret in made.secrets:

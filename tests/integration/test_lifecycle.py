@@ -8,6 +8,7 @@ the barrier, the scheduler task, boto3 over HTTP.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -61,6 +62,11 @@ class Harness:
         with sqlite3.connect(self.data_dir / "keyhive.db") as db:
             return [row[0] for row in db.execute("SELECT path FROM records")]
 
+    def events(self) -> list[dict]:
+        with sqlite3.connect(self.data_dir / "keyhive.db") as db:
+            rows = db.execute("SELECT value FROM records WHERE path LIKE 'audit/events/%'").fetchall()
+        return [json.loads(value)["event"] for (value,) in rows]
+
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
@@ -103,7 +109,13 @@ def test_key_and_material_destroyed_when_waiting_period_ends(harness: Harness) -
         return False
 
     wait_for(gone)
-    assert not [p for p in harness.raw_paths() if key_id in p or p.endswith("alias/doomed")]
+    # Nothing of the key is left but its history: the audit trail keeps what happened to it.
+    assert not [p for p in harness.raw_paths()
+                if (key_id in p or p.endswith("alias/doomed")) and not p.startswith("audit/")]
+    deletions = [e for e in harness.events() if e["eventName"] == "DeleteKey"]
+    assert [e["resources"][0]["ARN"] for e in deletions] == [f"arn:aws:kms:us-east-1:111122223333:key/{key_id}"]
+    assert deletions[0]["eventType"] == "AwsServiceEvent"
+    assert deletions[0]["userIdentity"] == {"accountId": "111122223333", "invokedBy": "kms.amazonaws.com"}
     with pytest.raises(kms.exceptions.InvalidCiphertextException):
         kms.decrypt(CiphertextBlob=blob)
 

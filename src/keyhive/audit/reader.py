@@ -13,7 +13,7 @@ from typing import Any, Iterable, Iterator
 
 from keyhive import crypto
 from keyhive.audit.chain import Head, Problem, Record, verify
-from keyhive.audit.trail import EVENTS_PREFIX, HEADS_PREFIX, PUBLIC_KEY_PATH
+from keyhive.audit.trail import EVENTS_PREFIX, HEADS_PREFIX, PUBLIC_KEY_PATH, TRACKING_START_PATH, USAGE_PREFIX
 from keyhive.storage import Storage
 
 EXPORT_FORMAT = "keyhive-audit-export-v1"
@@ -31,6 +31,13 @@ def load(storage: Storage) -> Trail:
     heads = [Head.from_json(json.loads(raw)) for _, raw in storage.scan(HEADS_PREFIX)]
     key = storage.get(PUBLIC_KEY_PATH)
     return Trail(records, heads, base64.b64decode(key) if key else None)
+
+
+def last_usage(storage: Storage, key_arn: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(the key's last successful cryptographic use, when tracking began), from the usage index."""
+    raw = storage.get(USAGE_PREFIX + key_arn)
+    start = storage.get(TRACKING_START_PATH)
+    return (json.loads(raw) if raw else None), (start.decode() if start else None)
 
 
 @dataclass(frozen=True)

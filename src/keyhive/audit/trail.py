@@ -39,6 +39,14 @@ EVENTS_PREFIX = "audit/events/"
 HEADS_PREFIX = "audit/heads/"
 PUBLIC_KEY_PATH = "audit/public-key"
 SIGNING_KEY_PATH = "audit/signing-key"
+USAGE_PREFIX = "audit/usage/"  # the last successful cryptographic use of each key (GetKeyLastUsage)
+TRACKING_START_PATH = "audit/tracking-start"
+# GetKeyLastUsage's KeyLastUsageTrackingOperation values (botocore's KMS model).
+TRACKED_OPERATIONS = frozenset({
+    "Decrypt", "DeriveSharedSecret", "Encrypt", "GenerateDataKey", "GenerateDataKeyPair",
+    "GenerateDataKeyPairWithoutPlaintext", "GenerateDataKeyWithoutPlaintext", "GenerateMac", "ReEncrypt", "Sign",
+    "Verify", "VerifyMac", "Encapsulate", "Decapsulate",
+})
 
 
 def signing_key_records(barrier: Barrier) -> dict[str, bytes]:
@@ -47,7 +55,20 @@ def signing_key_records(barrier: Barrier) -> dict[str, bytes]:
     return {
         PUBLIC_KEY_PATH: base64.b64encode(public),
         SIGNING_KEY_PATH: barrier.encrypt(SIGNING_KEY_PATH, private),
+        TRACKING_START_PATH: _now_iso().encode(),
     }
+
+
+def usage_entry(event: dict[str, Any]) -> tuple[str, bytes] | None:
+    """The usage-index row a successful cryptographic event updates, if any."""
+    if event.get("errorCode") or event.get("eventName") not in TRACKED_OPERATIONS:
+        return None
+    resources = event.get("resources") or []
+    if not resources:
+        return None
+    usage = {"Operation": event["eventName"], "Timestamp": event["eventTime"],
+             "CloudTrailEventId": event["eventID"], "KmsRequestId": event.get("requestID")}
+    return USAGE_PREFIX + resources[-1]["ARN"], json.dumps(usage).encode()
 
 
 def event_path(writer: str, seq: int) -> str:
@@ -157,6 +178,9 @@ class AuditTrail:
             last = chain.extend(event)
             chain.accept(last)
             puts[event_path(self.writer, last.seq)] = json.dumps(last.to_json()).encode()
+            usage = usage_entry(event)
+            if usage is not None:
+                puts[usage[0]] = usage[1]
         assert last is not None
         puts[HEADS_PREFIX + self.writer] = json.dumps(self._head(last).to_json()).encode()
         self.storage.commit(puts, deletes, must_be_absent=absent)

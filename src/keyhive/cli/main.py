@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from keyhive.cli.client import ClientError, call, default_endpoint, error_text
+from keyhive.cli.audit import add_commands as add_audit_commands
 from keyhive.cli.iam import add_commands as add_iam_commands
 from keyhive.server import DEFAULT_ACCOUNT_ID, DEFAULT_PORT, DEFAULT_REGION, ServerConfig, serve
 
@@ -45,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
     server.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     server.add_argument("--scheduler-interval", type=float, default=60.0, help="seconds between deletion/rotation passes")
+    server.add_argument("--audit-durability", choices=["full", "relaxed"], default="full",
+                        help="full: every reply waits until its audit event is durable (default); relaxed: "
+                             "read-only calls reply before their event is written (benchmarks only)")
     server.set_defaults(run=_server)
 
     status = commands.add_parser("status", help="show whether the server is initialized and sealed")
@@ -53,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     status.set_defaults(run=_status)
 
     add_iam_commands(commands)
+    add_audit_commands(commands)
 
     operator = commands.add_parser("operator", help="init, unseal and seal a server")
     ops = operator.add_subparsers(title="operator commands")
@@ -94,6 +99,7 @@ def _server(args: argparse.Namespace) -> int:
             dev=args.dev,
             log_level=args.log_level,
             scheduler_interval=args.scheduler_interval,
+            audit_durable=args.audit_durability == "full",
         )
     )
     return 0

@@ -68,6 +68,13 @@ class Authorizer:
             return True
         return resource.startswith("user/") and self._iam.user_exists(principal)
 
+    def check_identity(self, caller: "Caller", action: str) -> None:
+        """Identity policies alone decide actions outside KMS (``cloudtrail:LookupEvents`` ...)."""
+        request = policy.RequestContext(caller.principal_arn, caller.account, action, "*")
+        verdict = policy.decide(request, None, self.identity_policies(caller.account, caller.user_name))
+        if not verdict.allowed:
+            raise AccessDeniedException(policy.access_denied_message(request, verdict))
+
     def allows(self, ctx: "Context", operation: str, key: KeyRecord, *,
                conditions: Mapping[str, Any] | None = None) -> bool:
         """Whether the caller could do ``operation`` on ``key`` as it stands (no cache, no grants)."""

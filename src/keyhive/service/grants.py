@@ -43,7 +43,8 @@ def _constraints(req: dict[str, Any], operations: list[str]) -> dict[str, dict[s
     constraints = {k: v for k, v in (req.get("Constraints") or {}).items() if v is not None}
     if constraints and not set(operations) <= CONTEXT_OPERATIONS | _CONSTRAINT_FREE_OPERATIONS:
         raise ValidationException(
-            "Grant constraints are allowed only when every operation in the grant takes an encryption context."
+            "Grant constraints are allowed only with operations that take an encryption context, "
+            "DescribeKey, RetireGrant and CreateGrant."
         )
     return constraints
 

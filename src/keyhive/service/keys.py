@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 from keyhive import limits
+from keyhive.audit import reader
 from keyhive.errors import CustomKeyStoreNotFoundException, UnsupportedOperationException, ValidationException
 from keyhive.keystore import KeyRecord, key_arn
 from keyhive.service.context import Context
@@ -84,7 +86,26 @@ def create_key(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
     )
     if req.get("Policy"):
         check_new_policy(ctx, key, policy, bypass_lockout_check=bypass)
+    ctx.keys_used.append((key.account, key.arn))
     return {"KeyMetadata": key_metadata(ctx.keystore.create_key(key))}
+
+
+@operation("GetKeyLastUsage")
+def get_key_last_usage(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
+    key = find_key(ctx, req["KeyId"], "GetKeyLastUsage", allow_alias=False)
+    usage, tracking_start = reader.last_usage(ctx.keystore.barrier.storage, key.arn)
+    reply: dict[str, Any] = {
+        "KeyId": key.arn,
+        "KeyCreationDate": key.created,
+        "TrackingStartDate": _epoch(tracking_start) if tracking_start else key.created,
+    }
+    if usage is not None:
+        reply["KeyLastUsage"] = {**usage, "Timestamp": _epoch(usage["Timestamp"])}
+    return reply
+
+
+def _epoch(iso: str) -> float:
+    return datetime.datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc).timestamp()
 
 
 @operation("DescribeKey")
