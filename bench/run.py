@@ -86,36 +86,46 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
 
-    keyhive_port, moto_port = free_port(), free_port()
-    servers = {
-        "keyhive": start(
-            [sys.executable, "-m", "keyhive.cli.main", "server", "--dev", "--port", str(keyhive_port), "--log-level", "warning"],
-            f"http://127.0.0.1:{keyhive_port}/keyhive/health",
-            {"KEYHIVE_DEV_ACCESS_KEY_ID": AKID, "KEYHIVE_DEV_SECRET_ACCESS_KEY": SECRET},
-        ),
-        "moto": start([sys.executable, "-m", "moto.server", "-p", str(moto_port)], f"http://127.0.0.1:{moto_port}/", {}),
+    keyhive_env = {"KEYHIVE_DEV_ACCESS_KEY_ID": AKID, "KEYHIVE_DEV_SECRET_ACCESS_KEY": SECRET}
+    ports = {name: free_port() for name in ("keyhive", "keyhive-relaxed", "moto")}
+
+    def keyhive(port: int, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "keyhive.cli.main", "server", "--dev", "--port", str(port),
+                "--log-level", "warning", *extra]
+
+    commands = {
+        "keyhive": (keyhive(ports["keyhive"]), "/keyhive/health", keyhive_env),
+        # the same build with the audit trail's durability relaxed: what the fail-closed trail costs
+        "keyhive-relaxed": (keyhive(ports["keyhive-relaxed"], "--audit-durability", "relaxed"), "/keyhive/health",
+                            keyhive_env),
+        "moto": ([sys.executable, "-m", "moto.server", "-p", str(ports["moto"])], "/", {}),
     }
-    endpoints = {"keyhive": f"http://127.0.0.1:{keyhive_port}", "moto": f"http://127.0.0.1:{moto_port}"}
-    try:
-        results: dict[tuple[str, str], Result] = {}
-        for name, endpoint in endpoints.items():
+    results: dict[tuple[str, str], Result] = {}
+    for name, (argv, probe, env) in commands.items():  # one server at a time: each gets the machine
+        endpoint = f"http://127.0.0.1:{ports[name]}"
+        process = start(argv, endpoint + probe, env)
+        try:
             for op, payload in payloads(endpoint, name).items():
+                if name == "keyhive-relaxed" and op != "Encrypt":
+                    continue
                 results[(name, op)] = drive(endpoint, payload, args.concurrency, args.seconds)
-    finally:
-        for process in servers.values():
+        finally:
             process.terminate()
+            process.wait(timeout=30)
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"# {platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}, commit {commit}, "
           f"{args.concurrency} connections, {args.seconds:.0f} s per cell, 32-byte plaintext, one server process")
-    print(f"{'server':<8} {'operation':<30} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(f"{'server':<16} {'operation':<30} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for (name, op), r in results.items():
-        print(f"{name:<8} {op:<30} {r.rate:>8.0f} {r.percentile(50):>8.2f} {r.percentile(99):>8.2f} {r.errors:>7}")
+        print(f"{name:<16} {op:<30} {r.rate:>8.0f} {r.percentile(50):>8.2f} {r.percentile(99):>8.2f} {r.errors:>7}")
     for op in ("Encrypt", "Decrypt", "GenerateDataKey"):
         ratio = results[("keyhive", op)].rate / max(results[("moto", op)].rate, 1e-9)
         print(f"keyhive/moto {op}: {ratio:.1f}x")
     policy_cost = results[("keyhive", "Encrypt (10-statement policy)")].rate / results[("keyhive", "Encrypt")].rate
     print(f"keyhive Encrypt, ten-statement policy / default policy: {policy_cost:.2f}")
+    audit_cost = results[("keyhive", "Encrypt")].rate / results[("keyhive-relaxed", "Encrypt")].rate
+    print(f"keyhive Encrypt, durable audit trail / relaxed trail: {audit_cost:.2f}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Paths (every value sealed by the barrier and bound to its path)::
     kms/{account}/{region}/material/{key_id}/{version:010}  32 bytes of key material
     kms/{account}/{region}/alias/{alias_name}               alias (JSON)
     kms/{account}/{region}/grant/{key_id}/{grant_id}        grant (JSON)
+    kms-index/{key_id}                                      "{account}/{region}" of the key
 
 A key is visible only in its own account and region.  Metadata and material are
 cached in bounded LRU maps; every write goes to storage first, then the cache.
@@ -134,6 +135,10 @@ def _alias_path(account: str, region: str, name: str) -> str:
     return f"kms/{account}/{region}/alias/{name}"
 
 
+def _index_path(key_id: str) -> str:
+    return f"kms-index/{key_id}"
+
+
 def _grant_path(account: str, region: str, key_id: str, grant_id: str) -> str:
     return f"kms/{account}/{region}/grant/{key_id}/{grant_id}"
 
@@ -162,6 +167,7 @@ class Keystore:
             {
                 path: key.to_json(),
                 _material_path(key.account, key.region, key.key_id, 1): material,
+                _index_path(key.key_id): f"{key.account}/{key.region}".encode(),
             },
             must_be_absent=[path],
         )
@@ -183,6 +189,14 @@ class Keystore:
         key = KeyRecord.from_json(raw)
         self._meta.put(path, key)
         return key
+
+    def locate(self, key_id: str) -> tuple[str, str] | None:
+        """(account, region) of a key, from its id alone (ciphertexts carry only the id)."""
+        raw = self.barrier.get(_index_path(key_id))
+        if raw is None:
+            return None
+        account, region = raw.decode().split("/")
+        return account, region
 
     def save(self, key: KeyRecord) -> None:
         """Persist changed metadata (the caller mutated ``key``)."""
@@ -242,7 +256,7 @@ class Keystore:
 
     def destroy(self, key: KeyRecord) -> None:
         """Delete a key for good: metadata, every material version, its aliases."""
-        doomed = [_key_path(key.account, key.region, key.key_id)]
+        doomed = [_key_path(key.account, key.region, key.key_id), _index_path(key.key_id)]
         doomed += [_material_path(key.account, key.region, key.key_id, v.version) for v in key.versions]
         doomed += [_alias_path(key.account, key.region, a.name) for a in self.aliases(key.account, key.region)
                    if a.target_key_id == key.key_id]

@@ -342,6 +342,8 @@ def test_cross_account_allowed(dev_server: RunningServer, kms: Any) -> None:
     assert reply["KeyId"] == meta["Arn"]
     plain = partner.kms.decrypt(CiphertextBlob=reply["CiphertextBlob"], KeyId=meta["Arn"])["Plaintext"]
     assert plain == PLAINTEXT
+    # as on AWS, the ciphertext alone names the key: no KeyId needed across accounts either
+    assert partner.kms.decrypt(CiphertextBlob=reply["CiphertextBlob"])["KeyId"] == meta["Arn"]
     assert partner.kms.describe_key(KeyId=meta["Arn"])["KeyMetadata"]["AWSAccountId"] == ACCOUNT
     # the owner decrypts what the partner encrypted
     assert kms.decrypt(CiphertextBlob=reply["CiphertextBlob"])["Plaintext"] == PLAINTEXT

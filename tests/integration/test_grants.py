@@ -335,6 +335,11 @@ def test_invalid_grant_token(kms: Any, token: str) -> None:
     assert (code, status) == ("InvalidGrantTokenException", 400)
 
 
+def test_invalid_grant_token_in_a_cryptographic_request(kms: Any, key: dict[str, Any]) -> None:
+    code, status, _ = error_of(kms.encrypt, KeyId=key["KeyId"], Plaintext=b"x", GrantTokens=["not-a-grant-token"])
+    assert (code, status) == ("InvalidGrantTokenException", 400)
+
+
 @pytest.mark.parametrize("grant_id", ["not-a-grant-id", "0" * 63, "g" * 64])
 def test_invalid_grant_id(kms: Any, key: dict[str, Any], grant_id: str) -> None:
     code, status, _ = error_of(kms.revoke_grant, KeyId=key["KeyId"], GrantId=grant_id)

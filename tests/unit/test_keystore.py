@@ -160,7 +160,7 @@ def test_destroy_removes_metadata_material_and_aliases(
         assert ks.put_alias(ACCOUNT, REGION, AliasRecord(name, target.key_id, 1.0, 1.0), create=True)
     assert ks.material(doomed, 2) is not None  # now cached
     before = raw_paths(storage)
-    assert sum(doomed.key_id in p for p in before) == 3
+    assert sum(doomed.key_id in p for p in before) == 4  # metadata, 2 material versions, location index
 
     ks.destroy(doomed)
 

@@ -6,10 +6,12 @@ to the one before::
     hash(n) = SHA-256( hash(n-1) || uint64(n) || canonical(event n) )
     hash(0) = SHA-256( "keyhive-audit-v1|" || writer )
 
-With every commit the writer stores its head (last seq and hash), signed with the
-audit signing key (Ed25519; private part under the barrier, public part
-exportable).  A new writer's first event names the heads of every earlier writer,
-so cutting the tail of a finished chain is detected too.
+With every commit the writer stores its head (last seq and hash).  At intervals
+(``SIGNING_INTERVAL`` in keyhive.audit.trail) the head is signed with the audit
+signing key (Ed25519; private part under the barrier, public part exportable),
+and later heads carry that signed checkpoint forward until the next signature.
+A new writer's first event names the heads of every earlier writer, so cutting
+the tail of a finished chain is detected too.
 """
 
 from __future__ import annotations
@@ -62,14 +64,25 @@ class Head:
     writer: str
     seq: int
     hash: str
-    signature: str | None  # base64 Ed25519 over head_message(); None while the writer was sealed
+    signature: str | None  # base64 Ed25519 over head_message() of the signed checkpoint; None if never signed
+    signed_seq: int | None = None  # the checkpoint the signature covers, when older than the head
+    signed_hash: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"writer": self.writer, "seq": self.seq, "hash": self.hash, "signature": self.signature}
+        return {"writer": self.writer, "seq": self.seq, "hash": self.hash, "signature": self.signature,
+                "signed_seq": self.signed_seq, "signed_hash": self.signed_hash}
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Head:
-        return cls(doc["writer"], doc["seq"], doc["hash"], doc["signature"])
+        return cls(doc["writer"], doc["seq"], doc["hash"], doc["signature"],
+                   doc.get("signed_seq"), doc.get("signed_hash"))
+
+    @property
+    def checkpoint(self) -> tuple[int, str]:
+        """(seq, hash) that the signature covers."""
+        if self.signed_seq is None or self.signed_hash is None:
+            return self.seq, self.hash
+        return self.signed_seq, self.signed_hash
 
 
 class Chain:
@@ -146,12 +159,15 @@ def _check_head(writer: str, chain: list[Record], head: Head | None,
     if signature_valid is not None:
         if head.signature is None:
             return [Problem(writer, head.seq, "head is not signed")]
+        signed_seq, signed_hash = head.checkpoint
+        if not 1 <= signed_seq <= last.seq or chain[signed_seq - 1].hash != signed_hash:
+            return [Problem(writer, signed_seq, "the signed checkpoint is not in the chain")]
         try:
             signature = base64.b64decode(head.signature, validate=True)
         except ValueError:
             signature = b""
-        if not signature_valid(head_message(writer, head.seq, head.hash), signature):
-            return [Problem(writer, head.seq, "head signature does not verify")]
+        if not signature_valid(head_message(writer, signed_seq, signed_hash), signature):
+            return [Problem(writer, signed_seq, "head signature does not verify")]
     return []
 
 

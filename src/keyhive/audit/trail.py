@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -41,6 +42,9 @@ PUBLIC_KEY_PATH = "audit/public-key"
 SIGNING_KEY_PATH = "audit/signing-key"
 USAGE_PREFIX = "audit/usage/"  # the last successful cryptographic use of each key (GetKeyLastUsage)
 TRACKING_START_PATH = "audit/tracking-start"
+# How often a busy writer signs its head: events after the last signature are chained
+# but, like CloudTrail's between digest files, covered by a signature only at the next one.
+SIGNING_INTERVAL = 0.5
 # GetKeyLastUsage's KeyLastUsageTrackingOperation values (botocore's KMS model).
 TRACKED_OPERATIONS = frozenset({
     "Decrypt", "DeriveSharedSecret", "Encrypt", "GenerateDataKey", "GenerateDataKeyPair",
@@ -92,6 +96,8 @@ class AuditTrail:
         self.writer = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         self._chain = Chain(self.writer)
         self._signing_key: bytes | None = None
+        self._signed: Head | None = None  # the last signed checkpoint
+        self._signed_at = 0.0
         self._on_failure = on_failure
         self._lock = threading.Lock()  # one commit at a time: the chain is sequential
         self._pending: list[_Item] = []
@@ -187,11 +193,16 @@ class AuditTrail:
         self._chain.accept(last)
 
     def _head(self, last: Record) -> Head:
-        signature = None
-        if self._signing_key is not None:
+        """The new head: freshly signed when the interval has passed, else carrying the last signature."""
+        due = time.monotonic() - self._signed_at >= SIGNING_INTERVAL
+        if self._signing_key is not None and (due or self._signed is None):
             raw = crypto.sign(self._signing_key, head_message(self.writer, last.seq, last.hash))
-            signature = base64.b64encode(raw).decode()
-        return Head(self.writer, last.seq, last.hash, signature)
+            self._signed = Head(self.writer, last.seq, last.hash, base64.b64encode(raw).decode())
+            self._signed_at = time.monotonic()
+            return self._signed
+        if self._signed is None:
+            return Head(self.writer, last.seq, last.hash, None)
+        return Head(self.writer, last.seq, last.hash, self._signed.signature, self._signed.seq, self._signed.hash)
 
     def _writer_started(self) -> dict[str, Any]:
         """The first event of a writer: names every earlier writer's head (tail-cut evidence)."""

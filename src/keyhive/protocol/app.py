@@ -27,6 +27,7 @@ from keyhive.errors import (
     ValidationException,
     wire_error,
 )
+from keyhive.grants import parse_grant_token
 from keyhive.node import Node
 from keyhive.protocol.admin import handle_admin
 from keyhive.protocol.audit_events import Exchange, build_event
@@ -156,6 +157,8 @@ class KeyhiveApp:
         handler = OPERATIONS.get(name)
         exchange.caller = authenticate(self.node, scope, body, self.regions, must_sign=("x-amz-target",))
         exchange.request = parse_request(name, body)  # UnknownOperationException if not in the model
+        for token in exchange.request.get("GrantTokens", ()):
+            parse_grant_token(token)  # InvalidGrantTokenException; grants themselves apply at once
         if handler is None:
             raise UnsupportedOperationException(f"{name} is not supported by this Keyhive server.")
         ctx = Context(self.node.keystore, exchange.caller, self.clock(), self.authz, exchange.keys_used)

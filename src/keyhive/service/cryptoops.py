@@ -71,8 +71,9 @@ def _open(
         key = lookup_key(ctx, key_ref, operation=operation_name)
         if key.key_id != blob.key_id:
             raise IncorrectKeyException()
-    else:
-        found = ctx.keystore.get_key(ctx.account, ctx.region, blob.key_id)
+    else:  # the blob names the key; another account's key is found through the key index
+        where = ctx.keystore.locate(blob.key_id)
+        found = ctx.keystore.get_key(where[0], where[1], blob.key_id) if where and where[1] == ctx.region else None
         if found is None:
             raise InvalidCiphertextException()
         key = found
