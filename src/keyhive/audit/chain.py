@@ -120,7 +120,9 @@ def verify(
     """Every problem found, first bad record of each writer first; empty when the trail is intact.
 
     ``signature_valid(message, signature)`` checks a head signature with the
-    trusted public key; None skips signature checks (and says so).
+    trusted public key; None skips signature checks (and says so).  A head
+    written while its node was sealed has no signature; it is accepted when a
+    later writer's intact chain names it (that chain's signed head covers it).
     """
     problems: list[Problem] = []
     by_writer: dict[str, list[Record]] = {}
@@ -128,12 +130,14 @@ def verify(
         by_writer.setdefault(record.writer, []).append(record)
     heads_by_writer = {h.writer: h for h in heads}
     known: dict[tuple[str, int], str] = {}
+    complete: list[str] = []
     for writer, chain in by_writer.items():
         chain.sort(key=lambda r: r.seq)
         previous = genesis(writer)
         for expected, record in enumerate(chain, start=1):
             if record.seq != expected:
-                problems.append(Problem(writer, expected, f"missing (found {record.seq} next): deleted or reordered"))
+                problems.append(Problem(writer, record.seq, "duplicate record: inserted") if record.seq < expected
+                                else Problem(writer, expected, f"missing (found {record.seq} next): deleted or reordered"))
                 break
             if record.prev != previous or record.hash != link(previous, record.seq, record.event):
                 problems.append(Problem(writer, record.seq, "hash mismatch: edited, inserted or reordered"))
@@ -141,43 +145,61 @@ def verify(
             known[(writer, record.seq)] = record.hash
             previous = record.hash
         else:
-            problems += _check_head(writer, chain, heads_by_writer.get(writer), signature_valid)
+            complete.append(writer)
+    references = _references(by_writer, known)
+    for writer in complete:
+        head = heads_by_writer.get(writer)
+        named = head is not None and any(ref[:3] == (writer, head.seq, head.hash) for ref in references)
+        problems += _check_head(writer, by_writer[writer], head, signature_valid, named_later=named)
     for writer in heads_by_writer.keys() - by_writer.keys():
-        problems.append(Problem(writer, heads_by_writer[writer].seq, "every record of this writer is missing"))
-    problems += _check_references(by_writer, known)
+        problems.append(Problem(writer, 1, f"every record of this writer is missing (its head says {heads_by_writer[writer].seq})"))
+    verified = {writer: sum(1 for w, _ in known if w == writer) for writer in by_writer}
+    for ref_writer, ref_seq, ref_hash, by in references:
+        if known.get((ref_writer, ref_seq)) != ref_hash:
+            first = ref_seq if (ref_writer, ref_seq) in known else verified.get(ref_writer, 0) + 1
+            problems.append(Problem(ref_writer, first, f"writer {by.writer} record {by.seq} names record {ref_seq} "
+                                                       "of this writer, which is missing or changed"))
     return problems
 
 
 def _check_head(writer: str, chain: list[Record], head: Head | None,
-                signature_valid: Callable[[bytes, bytes], bool] | None) -> list[Problem]:
+                signature_valid: Callable[[bytes, bytes], bool] | None, *, named_later: bool) -> list[Problem]:
     last = chain[-1]
     if head is None:
         return [Problem(writer, last.seq, "no head record for this writer")]
-    if (head.seq, head.hash) != (last.seq, last.hash):
-        return [Problem(writer, last.seq + 1 if head.seq > last.seq else head.seq,
-                        f"head says {head.seq} records but the chain ends at {last.seq}: tail cut or head edited")]
-    if signature_valid is not None:
-        if head.signature is None:
-            return [Problem(writer, head.seq, "head is not signed")]
-        signed_seq, signed_hash = head.checkpoint
-        if not 1 <= signed_seq <= last.seq or chain[signed_seq - 1].hash != signed_hash:
-            return [Problem(writer, signed_seq, "the signed checkpoint is not in the chain")]
-        try:
-            signature = base64.b64decode(head.signature, validate=True)
-        except ValueError:
-            signature = b""
-        if not signature_valid(head_message(writer, signed_seq, signed_hash), signature):
-            return [Problem(writer, signed_seq, "head signature does not verify")]
+    if head.seq > last.seq:
+        return [Problem(writer, last.seq + 1, f"head says {head.seq} records but the chain ends at {last.seq}: tail cut")]
+    if head.seq < last.seq:
+        return [Problem(writer, head.seq + 1, f"head says {head.seq} records but the chain goes on to {last.seq}: "
+                                              "records appended after the head")]
+    if head.hash != last.hash:
+        return [Problem(writer, head.seq, "head does not match the chain: head edited or chain rewritten")]
+    if signature_valid is None or (head.signature is None and named_later):
+        return []  # no key to check with; or written while sealed and covered by a later writer's chain
+    if head.signature is None:
+        return [Problem(writer, head.seq, "head is not signed")]
+    try:
+        signature = base64.b64decode(head.signature, validate=True)
+    except (ValueError, TypeError):
+        signature = b""
+    if not signature_valid(head_message(writer, head.seq, head.hash), signature):
+        return [Problem(writer, head.seq, "head signature does not verify")]
     return []
 
 
-def _check_references(by_writer: dict[str, list[Record]], known: dict[tuple[str, int], str]) -> list[Problem]:
-    """Later writers name earlier writers' final heads; each must still be in the trail."""
-    problems = []
+def _references(by_writer: dict[str, list[Record]],
+                known: dict[tuple[str, int], str]) -> list[tuple[str, int, str, Record]]:
+    """(writer, seq, hash, naming record): the earlier writers' final heads that intact records name."""
+    found = []
     for chain in by_writer.values():
         for record in chain:
-            for ref in record.event.get("additionalEventData", {}).get("previousWriters", []):
-                if known.get((ref["writer"], ref["seq"])) != ref["hash"]:
-                    problems.append(Problem(ref["writer"], ref["seq"],
-                                            f"named by writer {record.writer} record {record.seq} but missing or changed"))
-    return problems
+            if known.get((record.writer, record.seq)) != record.hash:
+                continue  # only records whose own chain verifies can vouch for another
+            data = record.event.get("additionalEventData") if isinstance(record.event, dict) else None
+            refs = data.get("previousWriters") if isinstance(data, dict) else None
+            for ref in refs if isinstance(refs, list) else []:
+                try:
+                    found.append((str(ref["writer"]), int(ref["seq"]), str(ref["hash"]), record))
+                except (KeyError, TypeError, ValueError):
+                    found.append(("?", 0, "", record))  # a malformed reference names nothing that exists
+    return found
