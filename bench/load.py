@@ -40,7 +40,7 @@ def signed_request(endpoint: str, target: str, body: bytes, akid: str, secret: s
     )
     SigV4Auth(Credentials(akid, secret), "kms", region).add_auth(request)
     host = urlsplit(endpoint).netloc
-    lines = [f"POST / HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
+    lines = ["POST / HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
     lines += [f"{k}: {v}" for k, v in request.headers.items() if k.lower() not in ("host", "content-length")]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 

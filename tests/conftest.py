@@ -17,15 +17,28 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import boto3
 import pytest
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 DEV_ACCESS_KEY_ID = "AKIAKEYHIVETESTDEV01"
 DEV_SECRET_ACCESS_KEY = "keyhive-test-dev-secret-access-key-0001"
 REGION = "us-east-1"
+
+
+def error_of(call: Callable[..., Any], **kwargs: Any) -> tuple[str, int, str]:
+    """The (code, HTTP status, message) of the AWS error ``call(**kwargs)`` must raise."""
+    with pytest.raises(ClientError) as info:
+        call(**kwargs)
+    response = info.value.response
+    return response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"], response["Error"].get("Message", "")
+
+
+def code_of(call: Callable[..., Any], **kwargs: Any) -> str:
+    return error_of(call, **kwargs)[0]
 
 
 def free_port() -> int:

@@ -18,9 +18,8 @@ import uuid
 from typing import Any, Callable
 
 import pytest
-from botocore.exceptions import ClientError
 
-from tests.conftest import REGION, RunningServer, User, iam_call, make_user
+from tests.conftest import REGION, RunningServer, User, code_of, error_of, iam_call, make_user
 
 ACCOUNT = "111122223333"
 OTHER_ACCOUNT = "444455556666"
@@ -31,16 +30,6 @@ PLAINTEXT = b"access control"
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-def error_of(call: Callable[..., Any], **kwargs: Any) -> tuple[str, int, str]:
-    """The (code, HTTP status, message) of the AWS error ``call(**kwargs)`` must raise."""
-    with pytest.raises(ClientError) as info:
-        call(**kwargs)
-    response = info.value.response
-    return response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"], response["Error"].get("Message", "")
-
-
-def code_of(call: Callable[..., Any], **kwargs: Any) -> str:
-    return error_of(call, **kwargs)[0]
 
 
 def denied(call: Callable[..., Any], principal: str, action: str, resource: str, **kwargs: Any) -> str:

@@ -11,28 +11,17 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
-from tests.conftest import RunningServer, User, make_user
+from tests.conftest import RunningServer, User, code_of, error_of, make_user
 
 ACCOUNT = "111122223333"
 ISSUING_ACCOUNT = f"arn:aws:iam::{ACCOUNT}:root"
 PLAINTEXT = b"granted"
 
 
-def error_of(call: Callable[..., Any], **kwargs: Any) -> tuple[str, int, str]:
-    """The (code, HTTP status, message) of the AWS error ``call(**kwargs)`` must raise."""
-    with pytest.raises(ClientError) as info:
-        call(**kwargs)
-    response = info.value.response
-    return response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"], response["Error"].get("Message", "")
-
-
-def code_of(call: Callable[..., Any], **kwargs: Any) -> str:
-    return error_of(call, **kwargs)[0]
 
 
 def unique(prefix: str) -> str:

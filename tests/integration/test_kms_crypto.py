@@ -11,23 +11,12 @@ import uuid
 from typing import Any, Callable
 
 import pytest
-from botocore.exceptions import ClientError
 
-from tests.conftest import REGION
+from tests.conftest import REGION, code_of, error_of
 
 ACCOUNT = "111122223333"
 
 
-def error_of(call: Callable[..., Any], **kwargs: Any) -> tuple[str, int, str]:
-    """The (code, HTTP status, message) of the AWS error ``call(**kwargs)`` must raise."""
-    with pytest.raises(ClientError) as info:
-        call(**kwargs)
-    response = info.value.response
-    return response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"], response["Error"].get("Message", "")
-
-
-def code_of(call: Callable[..., Any], **kwargs: Any) -> str:
-    return error_of(call, **kwargs)[0]
 
 
 @pytest.fixture(scope="module")

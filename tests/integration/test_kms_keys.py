@@ -11,27 +11,17 @@ import json
 import re
 import time
 import uuid
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import REGION
+from tests.conftest import REGION, code_of, error_of
 
 ACCOUNT = "111122223333"  # keyhive server's default account id
 DAY = 86400
 
 
-def error_of(call: Callable[..., Any], **kwargs: Any) -> tuple[str, int, str]:
-    """The (code, HTTP status, message) of the AWS error ``call(**kwargs)`` must raise."""
-    with pytest.raises(ClientError) as info:
-        call(**kwargs)
-    response = info.value.response
-    return response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"], response["Error"].get("Message", "")
-
-
-def code_of(call: Callable[..., Any], **kwargs: Any) -> str:
-    return error_of(call, **kwargs)[0]
 
 
 def new_key(kms: Any, **kwargs: Any) -> dict[str, Any]:

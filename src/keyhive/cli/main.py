@@ -9,10 +9,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from keyhive.cli.client import ClientError, call, default_endpoint, error_text
 from keyhive.cli.audit import add_commands as add_audit_commands
+from keyhive.cli.client import ClientError, call, default_endpoint, error_text
 from keyhive.cli.iam import add_commands as add_iam_commands
-from keyhive.server import DEFAULT_ACCOUNT_ID, DEFAULT_PORT, DEFAULT_REGION, ServerConfig, serve
+from keyhive.server import (
+    DEFAULT_ACCOUNT_ID,
+    DEFAULT_PORT,
+    DEFAULT_REGION,
+    ServerConfig,
+    serve,
+)
 
 EXIT_SEALED = 2  # `keyhive status`: 0 unsealed, 2 sealed or not initialized, 1 error
 

@@ -22,9 +22,9 @@ import binascii
 import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import cached_property
 from decimal import Decimal
 from enum import Enum
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 

@@ -21,7 +21,16 @@ from types import MappingProxyType
 
 from keyhive.policy._conditions import Unresolved, condition_holds
 from keyhive.policy._document import Effect, Policy, Principals, Statement
-from keyhive.policy._template import Rendered, Template, Var, arn_like, like, parse_template, render, static
+from keyhive.policy._template import (
+    Rendered,
+    Template,
+    Var,
+    arn_like,
+    like,
+    parse_template,
+    render,
+    static,
+)
 
 ContextValue = str | bool | int | float | tuple[str, ...]
 TIME_KEYS = frozenset({"aws:currenttime", "aws:epochtime"})

@@ -18,7 +18,12 @@ import time
 from typing import Any
 
 from keyhive.audit import reader
-from keyhive.errors import AccessDeniedException, SerializationException, UnknownOperationException, ValidationException
+from keyhive.errors import (
+    AccessDeniedException,
+    SerializationException,
+    UnknownOperationException,
+    ValidationException,
+)
 from keyhive.node import AlreadyInitialized, Node, NotInitialized
 from keyhive.protocol import sigv4
 from keyhive.protocol.audit_events import IAM_SOURCE, KEYHIVE_SOURCE, Exchange

@@ -5,7 +5,11 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from keyhive.errors import IncompleteSignatureException, InvalidSignatureException, UnrecognizedClientException
+from keyhive.errors import (
+    IncompleteSignatureException,
+    InvalidSignatureException,
+    UnrecognizedClientException,
+)
 from keyhive.node import Node
 from keyhive.protocol import sigv4
 from keyhive.service import Caller

@@ -19,7 +19,11 @@ from typing import Any
 import botocore.session
 from botocore.model import OperationModel, ServiceModel, Shape
 
-from keyhive.errors import SerializationException, UnknownOperationException, ValidationException
+from keyhive.errors import (
+    SerializationException,
+    UnknownOperationException,
+    ValidationException,
+)
 
 _B64 = re.compile(rb"^[A-Za-z0-9+/]*={0,2}$")
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from keyhive import limits
-from keyhive.errors import AlreadyExistsException, InvalidAliasNameException, NotFoundException, ValidationException
+from keyhive.errors import (
+    AlreadyExistsException,
+    InvalidAliasNameException,
+    NotFoundException,
+    ValidationException,
+)
 from keyhive.keystore import AliasRecord, alias_arn
 from keyhive.service.context import Context
 from keyhive.service.registry import operation

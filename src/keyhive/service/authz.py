@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from keyhive import policy
 from keyhive.errors import AccessDeniedException
-from keyhive.grants import Grant, grant_permits
+from keyhive.grants import grant_permits
 from keyhive.iam import IdentityStore
 from keyhive.keystore import LRU, KeyRecord, Keystore
 

@@ -10,7 +10,13 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from keyhive import crypto, limits
-from keyhive.blob import KmsBlob, MalformedBlob, open_kms_blob, parse_kms_blob, seal_kms_blob
+from keyhive.blob import (
+    KmsBlob,
+    MalformedBlob,
+    open_kms_blob,
+    parse_kms_blob,
+    seal_kms_blob,
+)
 from keyhive.errors import (
     CustomKeyStoreNotFoundException,
     DryRunOperationException,

@@ -10,7 +10,11 @@ import re
 from typing import Any, Callable
 
 from keyhive import policy
-from keyhive.errors import MalformedPolicyDocumentException, NoSuchEntityException, ValidationException
+from keyhive.errors import (
+    MalformedPolicyDocumentException,
+    NoSuchEntityException,
+    ValidationException,
+)
 from keyhive.iam import IdentityStore, describe_user
 from keyhive.service.context import Caller
 

@@ -7,7 +7,11 @@ from typing import Any
 
 from keyhive import limits
 from keyhive.audit import reader
-from keyhive.errors import CustomKeyStoreNotFoundException, UnsupportedOperationException, ValidationException
+from keyhive.errors import (
+    CustomKeyStoreNotFoundException,
+    UnsupportedOperationException,
+    ValidationException,
+)
 from keyhive.keystore import KeyRecord, key_arn
 from keyhive.service.context import Context
 from keyhive.service.policies import check_new_policy, default_key_policy

@@ -11,7 +11,6 @@ from dataclasses import replace
 from typing import Any
 
 from keyhive import policy
-
 from keyhive.errors import MalformedPolicyDocumentException, NotFoundException
 from keyhive.keystore import KeyRecord
 from keyhive.service.context import Context

@@ -13,7 +13,11 @@ import binascii
 import re
 from typing import Any, Mapping
 
-from keyhive.errors import InvalidArnException, InvalidMarkerException, NotFoundException
+from keyhive.errors import (
+    InvalidArnException,
+    InvalidMarkerException,
+    NotFoundException,
+)
 from keyhive.keystates import check_key_state
 from keyhive.keystore import KeyRecord, alias_arn, key_arn
 from keyhive.service.context import Context

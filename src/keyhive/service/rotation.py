@@ -9,7 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from keyhive import limits
-from keyhive.errors import InvalidMarkerException, LimitExceededException, ValidationException
+from keyhive.errors import (
+    InvalidMarkerException,
+    LimitExceededException,
+    ValidationException,
+)
 from keyhive.keystore import KeyRecord
 from keyhive.service.context import Context
 from keyhive.service.registry import operation
