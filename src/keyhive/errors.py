@@ -123,6 +123,14 @@ class IncorrectKeyException(KeyhiveError):
     default_message = "The key ID in the request does not identify a CMK that can perform this operation."
 
 
+class KMSInvalidSignatureException(KeyhiveError):
+    default_message = None  # AWS sends this error without a message
+
+
+class KMSInvalidMacException(KeyhiveError):
+    default_message = None
+
+
 class InvalidCiphertextException(KeyhiveError):
     """The one error for every way a ciphertext can fail to decrypt."""
 

@@ -159,8 +159,9 @@ class Keystore:
         self.epoch += 1
 
     # -- keys ---------------------------------------------------------------------
-    def create_key(self, key: KeyRecord) -> KeyRecord:
-        material = crypto.new_key()
+    def create_key(self, key: KeyRecord, material: bytes | None = None) -> KeyRecord:
+        """Store a new key with its first material (default: a fresh AES-256 key)."""
+        material = material if material is not None else crypto.new_key()
         key.versions = [MaterialVersion(1, crypto.random_bytes(32).hex(), key.created, None)]
         path = _key_path(key.account, key.region, key.key_id)
         self.barrier.commit(

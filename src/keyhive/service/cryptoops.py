@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from keyhive import crypto, limits
+from keyhive import crypto, keyspecs, limits
+from keyhive.crypto import asymmetric
 from keyhive.blob import (
-    KmsBlob,
     MalformedBlob,
     open_kms_blob,
     parse_kms_blob,
@@ -45,11 +45,23 @@ def _check_context(context: Mapping[str, str]) -> None:
         )
 
 
-def _check_usage(key: KeyRecord, algorithm: str | None) -> None:
-    if key.key_usage != "ENCRYPT_DECRYPT":
+def _check_usage(key: KeyRecord, algorithm: str | None, *, symmetric_only: bool = False) -> str:
+    """The encryption algorithm to use with ``key``; InvalidKeyUsageException if there is none."""
+    if key.key_usage != keyspecs.ENCRYPT_DECRYPT or (symmetric_only and key.key_spec != SYMMETRIC_DEFAULT):
         raise InvalidKeyUsageException(f"{key.arn} key usage is {key.key_usage} which is not valid for this operation.")
-    if algorithm not in (None, SYMMETRIC_DEFAULT):
-        raise InvalidKeyUsageException(f"Algorithm {algorithm} is incompatible with key spec {key.key_spec}.")
+    if key.key_spec == SYMMETRIC_DEFAULT:
+        algorithm = algorithm or SYMMETRIC_DEFAULT
+    if algorithm not in keyspecs.SPECS[key.key_spec].algorithms(keyspecs.ENCRYPT_DECRYPT):
+        raise InvalidKeyUsageException(
+            f"Algorithm {algorithm} is incompatible with key spec {key.key_spec}." if algorithm else
+            f"{key.arn} is an asymmetric key: specify an EncryptionAlgorithm."
+        )
+    return algorithm
+
+
+def _no_context_for_asymmetric(key: KeyRecord, context: Mapping[str, str]) -> None:
+    if context and key.key_spec != SYMMETRIC_DEFAULT:
+        raise ValidationException("EncryptionContext is supported only with symmetric encryption KMS keys.")
 
 
 def _refuse_recipient(req: dict[str, Any]) -> None:
@@ -57,24 +69,34 @@ def _refuse_recipient(req: dict[str, Any]) -> None:
         raise UnsupportedOperationException("Recipient (Nitro Enclaves attestation) is not supported.")
 
 
-def _seal(ctx: Context, key: KeyRecord, plaintext: bytes, context: Mapping[str, str]) -> bytes:
+def _seal(ctx: Context, key: KeyRecord, plaintext: bytes, context: Mapping[str, str],
+          algorithm: str = SYMMETRIC_DEFAULT) -> bytes:
     current = key.current.version
     material = ctx.keystore.material(key, current)
     if material is None:
         raise NotFoundException(f"Key '{key.arn}' does not exist")
-    return seal_kms_blob(material, key.key_id, current, plaintext, context)
+    if algorithm == SYMMETRIC_DEFAULT:
+        return seal_kms_blob(material, key.key_id, current, plaintext, context)
+    limit = keyspecs.RSA_OAEP_MAX_PLAINTEXT[(keyspecs.SPECS[key.key_spec].rsa_bits, algorithm)]
+    if len(plaintext) > limit:
+        raise ValidationException(f"Plaintext of {key.key_spec} with {algorithm} must be at most {limit} bytes.")
+    return asymmetric.rsa_encrypt(material, algorithm, plaintext)
 
 
 def _open(
     ctx: Context, blob_bytes: bytes, context: Mapping[str, str], key_ref: str | None, operation_name: str,
-    permission: str,
-) -> tuple[KeyRecord, KmsBlob, bytes]:
+    permission: str, algorithm: str | None,
+) -> tuple[KeyRecord, int, bytes, str]:
+    """(key, material version, plaintext, algorithm) of a ciphertext, once the caller may decrypt it."""
+    if key_ref:
+        key = lookup_key(ctx, key_ref, operation=operation_name)
+        if key.key_spec != SYMMETRIC_DEFAULT:  # raw RSA ciphertext: the request names key and algorithm
+            return _open_asymmetric(ctx, key, blob_bytes, context, key_ref, operation_name, permission, algorithm)
     try:
         blob = parse_kms_blob(blob_bytes)
     except MalformedBlob:
         raise InvalidCiphertextException() from None
     if key_ref:
-        key = lookup_key(ctx, key_ref, operation=operation_name)
         if key.key_id != blob.key_id:
             raise IncorrectKeyException()
     else:  # the blob names the key; another account's key is found through the key index
@@ -85,12 +107,30 @@ def _open(
         key = found
     authorize_key(ctx, key, operation_name, permission=permission, encryption_context=context,
                   conditions=_request_alias(key_ref))
+    algorithm = _check_usage(key, algorithm)
     material = ctx.keystore.material(key, blob.material_version)
     if material is None:
         raise InvalidCiphertextException()
     try:
-        return key, blob, open_kms_blob(material, blob, context)
+        return key, blob.material_version, open_kms_blob(material, blob, context), algorithm
     except crypto.DecryptionFailed:
+        raise InvalidCiphertextException() from None
+
+
+def _open_asymmetric(
+    ctx: Context, key: KeyRecord, ciphertext: bytes, context: Mapping[str, str], key_ref: str,
+    operation_name: str, permission: str, algorithm: str | None,
+) -> tuple[KeyRecord, int, bytes, str]:
+    authorize_key(ctx, key, operation_name, permission=permission,
+                  conditions={**_request_alias(key_ref), "kms:EncryptionAlgorithm": algorithm or ""})
+    algorithm = _check_usage(key, algorithm)
+    _no_context_for_asymmetric(key, context)
+    material = ctx.keystore.material(key, key.current.version)
+    if material is None:
+        raise InvalidCiphertextException()
+    try:
+        return key, key.current.version, asymmetric.rsa_decrypt(material, algorithm, ciphertext), algorithm
+    except asymmetric.CryptoInputError:
         raise InvalidCiphertextException() from None
 
 
@@ -120,7 +160,9 @@ def _ciphertext_blob(ctx: Context, req: dict[str, Any], key_fields: tuple[str, .
     if req.get("DryRun") and "IGNORE_CIPHERTEXT" in req.get("DryRunModifiers", ()):
         if all(req.get(f) for f in key_fields):
             for f, permission in zip(key_fields, _PERMISSIONS[operation_name]):
-                _check_usage(find_key(ctx, req[f], operation_name, permission=permission), None)
+                key = find_key(ctx, req[f], operation_name, permission=permission)
+                if key.key_usage != keyspecs.ENCRYPT_DECRYPT:
+                    _check_usage(key, None)
             raise DryRunOperationException()
         raise ValidationException(
             f"{' and '.join(key_fields)} must be specified when DryRunModifiers is IGNORE_CIPHERTEXT."
@@ -136,12 +178,13 @@ def encrypt(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
     _check_context(context)
     key = find_key(ctx, req["KeyId"], "Encrypt", encryption_context=context,
                    conditions={"kms:EncryptionAlgorithm": req.get("EncryptionAlgorithm", SYMMETRIC_DEFAULT)})
-    _check_usage(key, req.get("EncryptionAlgorithm"))
+    algorithm = _check_usage(key, req.get("EncryptionAlgorithm"))
+    _no_context_for_asymmetric(key, context)
     _dry_run(req)
     return {
-        "CiphertextBlob": _seal(ctx, key, req["Plaintext"], context),
+        "CiphertextBlob": _seal(ctx, key, req["Plaintext"], context, algorithm),
         "KeyId": key.arn,
-        "EncryptionAlgorithm": SYMMETRIC_DEFAULT,
+        "EncryptionAlgorithm": algorithm,
     }
 
 
@@ -151,14 +194,14 @@ def decrypt(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
     context = req.get("EncryptionContext", {})
     _check_context(context)
     ciphertext = _ciphertext_blob(ctx, req, ("KeyId",), "Decrypt")
-    key, blob, plaintext = _open(ctx, ciphertext, context, req.get("KeyId"), "Decrypt", "Decrypt")
-    _check_usage(key, req.get("EncryptionAlgorithm"))
+    key, version, plaintext, algorithm = _open(
+        ctx, ciphertext, context, req.get("KeyId"), "Decrypt", "Decrypt", req.get("EncryptionAlgorithm"))
     _dry_run(req)
     return {
         "KeyId": key.arn,
         "Plaintext": plaintext,
-        "EncryptionAlgorithm": SYMMETRIC_DEFAULT,
-        "KeyMaterialId": _material_id(key, blob.material_version),
+        "EncryptionAlgorithm": algorithm,
+        "KeyMaterialId": _material_id(key, version),
     }
 
 
@@ -168,22 +211,23 @@ def re_encrypt(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
     _check_context(destination_context)
     ciphertext = _ciphertext_blob(ctx, req, ("SourceKeyId", "DestinationKeyId"), "ReEncrypt")
     destination = lookup_key(ctx, req["DestinationKeyId"], operation="ReEncrypt")
-    source, blob, plaintext = _open(
-        ctx, ciphertext, req.get("SourceEncryptionContext", {}), req.get("SourceKeyId"), "ReEncrypt", "ReEncryptFrom"
+    source, version, plaintext, source_algorithm = _open(
+        ctx, ciphertext, req.get("SourceEncryptionContext", {}), req.get("SourceKeyId"), "ReEncrypt", "ReEncryptFrom",
+        req.get("SourceEncryptionAlgorithm"),
     )
-    _check_usage(source, req.get("SourceEncryptionAlgorithm"))
     authorize_key(ctx, destination, "ReEncrypt", permission="ReEncryptTo", encryption_context=destination_context,
                   conditions={"kms:ReEncryptOnSameKey": source.key_id == destination.key_id,
                               **_request_alias(req["DestinationKeyId"])})
-    _check_usage(destination, req.get("DestinationEncryptionAlgorithm"))
+    algorithm = _check_usage(destination, req.get("DestinationEncryptionAlgorithm"))
+    _no_context_for_asymmetric(destination, destination_context)
     _dry_run(req)
     return {
-        "CiphertextBlob": _seal(ctx, destination, plaintext, destination_context),
+        "CiphertextBlob": _seal(ctx, destination, plaintext, destination_context, algorithm),
         "SourceKeyId": source.arn,
         "KeyId": destination.arn,
-        "SourceEncryptionAlgorithm": SYMMETRIC_DEFAULT,
-        "DestinationEncryptionAlgorithm": SYMMETRIC_DEFAULT,
-        "SourceKeyMaterialId": _material_id(source, blob.material_version),
+        "SourceEncryptionAlgorithm": source_algorithm,
+        "DestinationEncryptionAlgorithm": algorithm,
+        "SourceKeyMaterialId": _material_id(source, version),
         "DestinationKeyMaterialId": destination.current.material_id,
     }
 
@@ -201,7 +245,7 @@ def _generate_data_key(ctx: Context, req: dict[str, Any], operation_name: str) -
     context = req.get("EncryptionContext", {})
     _check_context(context)
     key = find_key(ctx, req["KeyId"], operation_name, encryption_context=context)
-    _check_usage(key, None)
+    _check_usage(key, None, symmetric_only=True)
     _dry_run(req)
     data_key = crypto.random_bytes(length)
     return {

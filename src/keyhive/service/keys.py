@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from keyhive import limits
+from keyhive import keyspecs, limits
+from keyhive.crypto import asymmetric
 from keyhive.audit import reader
 from keyhive.errors import (
     CustomKeyStoreNotFoundException,
@@ -20,6 +21,19 @@ from keyhive.service.resolve import decode_marker, find_key, page
 from keyhive.service.tags import tag_conditions, validate_tags
 
 DAY = limits.SECONDS_PER_DAY
+
+
+_ALGORITHM_LISTS = {
+    keyspecs.ENCRYPT_DECRYPT: "EncryptionAlgorithms",
+    keyspecs.SIGN_VERIFY: "SigningAlgorithms",
+    keyspecs.GENERATE_VERIFY_MAC: "MacAlgorithms",
+    keyspecs.KEY_AGREEMENT: "KeyAgreementAlgorithms",
+}
+
+
+def algorithm_lists(key: KeyRecord) -> dict[str, list[str]]:
+    """The algorithms of the key's usage, under the member name AWS uses for that usage."""
+    return {_ALGORITHM_LISTS[key.key_usage]: list(keyspecs.SPECS[key.key_spec].algorithms(key.key_usage))}
 
 
 def key_metadata(key: KeyRecord) -> dict[str, Any]:
@@ -37,7 +51,7 @@ def key_metadata(key: KeyRecord) -> dict[str, Any]:
         "KeyManager": "CUSTOMER",
         "CustomerMasterKeySpec": key.key_spec,
         "KeySpec": key.key_spec,
-        "EncryptionAlgorithms": ["SYMMETRIC_DEFAULT"],
+        **algorithm_lists(key),
         "MultiRegion": False,
         "CurrentKeyMaterialId": key.current.material_id,
     }
@@ -57,10 +71,11 @@ def create_key(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
             "CustomerMasterKeySpec is deprecated."
         )
     spec = spec or legacy_spec or "SYMMETRIC_DEFAULT"
-    usage = req.get("KeyUsage", "ENCRYPT_DECRYPT")
-    if spec != "SYMMETRIC_DEFAULT":
+    usage = req.get("KeyUsage", keyspecs.ENCRYPT_DECRYPT)
+    if spec in keyspecs.UNSUPPORTED_SPECS:
         raise UnsupportedOperationException(f"KeySpec {spec} is not supported by this Keyhive server.")
-    if usage != "ENCRYPT_DECRYPT":
+    key_spec = keyspecs.SPECS[spec]
+    if usage not in key_spec.usages:
         raise ValidationException(f"KeyUsage {usage} is not compatible with KeySpec {spec}")
     if req.get("CustomKeyStoreId"):
         raise CustomKeyStoreNotFoundException()
@@ -91,7 +106,9 @@ def create_key(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
     if req.get("Policy"):
         check_new_policy(ctx, key, policy, bypass_lockout_check=bypass)
     ctx.keys_used.append((key.account, key.arn))
-    return {"KeyMetadata": key_metadata(ctx.keystore.create_key(key))}
+    material = None if key_spec.symmetric else asymmetric.generate(
+        spec, rsa_bits=key_spec.rsa_bits, curve=key_spec.curve, hmac_bytes=key_spec.hmac_bytes)
+    return {"KeyMetadata": key_metadata(ctx.keystore.create_key(key, material))}
 
 
 @operation("GetKeyLastUsage")

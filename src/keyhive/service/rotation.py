@@ -12,6 +12,7 @@ from keyhive import limits
 from keyhive.errors import (
     InvalidMarkerException,
     LimitExceededException,
+    UnsupportedOperationException,
     ValidationException,
 )
 from keyhive.keystore import KeyRecord
@@ -27,6 +28,13 @@ def _last_rotation(key: KeyRecord) -> float:
     return max(automatic, default=key.created)
 
 
+def _rotatable(key: KeyRecord) -> KeyRecord:
+    """Only symmetric encryption keys with AWS_KMS material rotate (KMS developer guide, Rotating keys)."""
+    if key.key_spec != "SYMMETRIC_DEFAULT" or key.origin != "AWS_KMS":
+        raise UnsupportedOperationException(f"{key.arn} key spec {key.key_spec} does not support key rotation.")
+    return key
+
+
 @operation("EnableKeyRotation")
 def enable_key_rotation(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
     period = req.get("RotationPeriodInDays", limits.DEFAULT_ROTATION_PERIOD_DAYS)
@@ -36,8 +44,8 @@ def enable_key_rotation(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
             f"constraint: Member must have value between {limits.MIN_ROTATION_PERIOD_DAYS} and "
             f"{limits.MAX_ROTATION_PERIOD_DAYS}"
         )
-    key = find_key(ctx, req["KeyId"], "EnableKeyRotation", allow_alias=False,
-                   conditions={"kms:RotationPeriodInDays": period})
+    key = _rotatable(find_key(ctx, req["KeyId"], "EnableKeyRotation", allow_alias=False,
+                   conditions={"kms:RotationPeriodInDays": period}))
     # A changed period counts from the last automatic rotation, as AWS documents.
     start = _last_rotation(key) if key.rotation_enabled else ctx.now
     key.rotation_enabled = True
@@ -49,7 +57,7 @@ def enable_key_rotation(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
 
 @operation("DisableKeyRotation")
 def disable_key_rotation(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
-    key = find_key(ctx, req["KeyId"], "DisableKeyRotation", allow_alias=False)
+    key = _rotatable(find_key(ctx, req["KeyId"], "DisableKeyRotation", allow_alias=False))
     key.rotation_enabled = False
     key.rotation_period_days = None
     key.next_rotation = None
@@ -59,7 +67,7 @@ def disable_key_rotation(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
 
 @operation("GetKeyRotationStatus")
 def get_key_rotation_status(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
-    key = find_key(ctx, req["KeyId"], "GetKeyRotationStatus", allow_alias=False)
+    key = _rotatable(find_key(ctx, req["KeyId"], "GetKeyRotationStatus", allow_alias=False))
     return {
         "KeyRotationEnabled": key.rotation_enabled,
         "KeyId": key.arn,
@@ -71,7 +79,7 @@ def get_key_rotation_status(ctx: Context, req: dict[str, Any]) -> dict[str, Any]
 
 @operation("RotateKeyOnDemand")
 def rotate_key_on_demand(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
-    key = find_key(ctx, req["KeyId"], "RotateKeyOnDemand", allow_alias=False)
+    key = _rotatable(find_key(ctx, req["KeyId"], "RotateKeyOnDemand", allow_alias=False))
     done = sum(1 for v in key.versions if v.rotation_type == "ON_DEMAND")
     if done >= limits.MAX_ON_DEMAND_ROTATIONS:
         raise LimitExceededException(
@@ -83,7 +91,7 @@ def rotate_key_on_demand(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
 
 @operation("ListKeyRotations")
 def list_key_rotations(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
-    key = find_key(ctx, req["KeyId"], "ListKeyRotations", allow_alias=False)
+    key = _rotatable(find_key(ctx, req["KeyId"], "ListKeyRotations", allow_alias=False))
     limit = req.get("Limit", limits.DEFAULT_LIST_LIMIT)
     after = _version_marker(req.get("Marker"))
     include_all = req.get("IncludeKeyMaterial") == "ALL_KEY_MATERIAL"
