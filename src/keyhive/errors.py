@@ -131,6 +131,18 @@ class KMSInvalidMacException(KeyhiveError):
     default_message = None
 
 
+class InvalidImportTokenException(KeyhiveError):
+    pass
+
+
+class ExpiredImportTokenException(KeyhiveError):
+    pass
+
+
+class IncorrectKeyMaterialException(KeyhiveError):
+    pass
+
+
 class InvalidCiphertextException(KeyhiveError):
     """The one error for every way a ciphertext can fail to decrypt."""
 

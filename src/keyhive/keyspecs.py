@@ -2,7 +2,7 @@
 
 Sources: KMS developer guide, "Key spec reference" (symmetric, RSA, ECC, ML-DSA, HMAC,
 SM2) and the CreateKey API reference.  Keyhive supports every spec the installed
-``cryptography`` implements; SM2 (China Regions only on AWS) is refused.
+``cryptography`` implements; SM2 (China Regions only on AWS) and ML-KEM are refused.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ SIGN_VERIFY = "SIGN_VERIFY"
 GENERATE_VERIFY_MAC = "GENERATE_VERIFY_MAC"
 KEY_AGREEMENT = "KEY_AGREEMENT"
 
-RSA_SIGNING = ("RSASSA_PSS_SHA_256", "RSASSA_PSS_SHA_384", "RSASSA_PSS_SHA_512",
-               "RSASSA_PKCS1_V1_5_SHA_256", "RSASSA_PKCS1_V1_5_SHA_384", "RSASSA_PKCS1_V1_5_SHA_512")
+# In the order AWS lists them in KeyMetadata (DescribeKey example in the model).
+RSA_SIGNING = ("RSASSA_PKCS1_V1_5_SHA_256", "RSASSA_PKCS1_V1_5_SHA_384", "RSASSA_PKCS1_V1_5_SHA_512",
+               "RSASSA_PSS_SHA_256", "RSASSA_PSS_SHA_384", "RSASSA_PSS_SHA_512")
 RSA_ENCRYPTION = ("RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256")
-UNSUPPORTED_SPECS = frozenset({"SM2"})  # no library here implements SM2
+# No library here implements SM2; ML-KEM keys need Encapsulate/Decapsulate, which Keyhive lacks.
+UNSUPPORTED_SPECS = frozenset({"SM2", "ML_KEM_512", "ML_KEM_768", "ML_KEM_1024"})
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ Paths (every value sealed by the barrier and bound to its path)::
     kms/{account}/{region}/material/{key_id}/{version:010}  32 bytes of key material
     kms/{account}/{region}/alias/{alias_name}               alias (JSON)
     kms/{account}/{region}/grant/{key_id}/{grant_id}        grant (JSON)
+    kms/{account}/{region}/import/{key_id}                  the pending import's wrapping key (JSON)
     kms-index/{key_id}                                      "{account}/{region}" of the key
 
 A key is visible only in its own account and region.  Metadata and material are
@@ -88,6 +89,10 @@ class KeyRecord:
     next_rotation: float | None = None
     on_demand_started: float | None = None
     versions: list[MaterialVersion] = field(default_factory=list)
+    # Imported material (Origin EXTERNAL): when it expires, and a digest to recognise it on re-import.
+    valid_to: float | None = None
+    expiration_model: str | None = None
+    material_digest: str | None = None
 
     @property
     def arn(self) -> str:
@@ -139,6 +144,10 @@ def _index_path(key_id: str) -> str:
     return f"kms-index/{key_id}"
 
 
+def _import_path(account: str, region: str, key_id: str) -> str:
+    return f"kms/{account}/{region}/import/{key_id}"
+
+
 def _grant_path(account: str, region: str, key_id: str, grant_id: str) -> str:
     return f"kms/{account}/{region}/grant/{key_id}/{grant_id}"
 
@@ -159,19 +168,19 @@ class Keystore:
         self.epoch += 1
 
     # -- keys ---------------------------------------------------------------------
-    def create_key(self, key: KeyRecord, material: bytes | None = None) -> KeyRecord:
-        """Store a new key with its first material (default: a fresh AES-256 key)."""
-        material = material if material is not None else crypto.new_key()
-        key.versions = [MaterialVersion(1, crypto.random_bytes(32).hex(), key.created, None)]
+    def create_key(self, key: KeyRecord, material: bytes | None = None, *, external: bool = False) -> KeyRecord:
+        """Store a new key with its first material (default: a fresh AES-256 key).
+
+        An ``external`` key has no material until it is imported.
+        """
         path = _key_path(key.account, key.region, key.key_id)
-        self.barrier.commit(
-            {
-                path: key.to_json(),
-                _material_path(key.account, key.region, key.key_id, 1): material,
-                _index_path(key.key_id): f"{key.account}/{key.region}".encode(),
-            },
-            must_be_absent=[path],
-        )
+        records = {path: b"", _index_path(key.key_id): f"{key.account}/{key.region}".encode()}
+        if not external:
+            key.versions = [MaterialVersion(1, crypto.random_bytes(32).hex(), key.created, None)]
+            records[_material_path(key.account, key.region, key.key_id, 1)] = (
+                material if material is not None else crypto.new_key())
+        records[path] = key.to_json()
+        self.barrier.commit(records, must_be_absent=[path])
         self._meta.put(path, key)
         return key
 
@@ -257,7 +266,8 @@ class Keystore:
 
     def destroy(self, key: KeyRecord) -> None:
         """Delete a key for good: metadata, every material version, its aliases."""
-        doomed = [_key_path(key.account, key.region, key.key_id), _index_path(key.key_id)]
+        doomed = [_key_path(key.account, key.region, key.key_id), _index_path(key.key_id),
+                  _import_path(key.account, key.region, key.key_id)]
         doomed += [_material_path(key.account, key.region, key.key_id, v.version) for v in key.versions]
         doomed += [_alias_path(key.account, key.region, a.name) for a in self.aliases(key.account, key.region)
                    if a.target_key_id == key.key_id]
@@ -268,6 +278,38 @@ class Keystore:
         self.epoch += 1
         for v in key.versions:
             self._material.drop((key.key_id, v.version))
+
+    # -- imported material ----------------------------------------------------------
+    def put_import(self, key: KeyRecord, parameters: bytes) -> None:
+        self.barrier.commit({_import_path(key.account, key.region, key.key_id): parameters})
+
+    def get_import(self, key: KeyRecord) -> bytes | None:
+        return self.barrier.get(_import_path(key.account, key.region, key.key_id))
+
+    def import_material(self, key: KeyRecord, material: bytes, version: MaterialVersion) -> None:
+        """Install imported material as the key's only version, and consume the import parameters."""
+        key.versions = [version]
+        path = _key_path(key.account, key.region, key.key_id)
+        self._meta.drop(path)
+        self._material.drop((key.key_id, version.version))
+        self.barrier.commit(
+            {path: key.to_json(), _material_path(key.account, key.region, key.key_id, version.version): material},
+            deletes=[_import_path(key.account, key.region, key.key_id)],
+        )
+        self._meta.put(path, key)
+        self.epoch += 1
+
+    def drop_material(self, key: KeyRecord) -> None:
+        """Delete imported material (DeleteImportedKeyMaterial, or expiry): the key awaits a re-import."""
+        doomed = [_material_path(key.account, key.region, key.key_id, v.version) for v in key.versions]
+        for v in key.versions:
+            self._material.drop((key.key_id, v.version))
+        key.versions, key.state, key.valid_to, key.expiration_model = [], "PendingImport", None, None
+        path = _key_path(key.account, key.region, key.key_id)
+        self._meta.drop(path)
+        self.barrier.commit({path: key.to_json()}, deletes=doomed)
+        self._meta.put(path, key)
+        self.epoch += 1
 
     # -- aliases ------------------------------------------------------------------
     def get_alias(self, account: str, region: str, name: str) -> AliasRecord | None:

@@ -27,12 +27,20 @@ def rotation_due(key: KeyRecord, now: float) -> bool:
     return key.rotation_enabled and key.state == "Enabled" and bool(key.next_rotation) and key.next_rotation <= now
 
 
+def expiry_due(key: KeyRecord, now: float) -> bool:
+    return bool(key.versions) and key.valid_to is not None and key.valid_to <= now and key.state != "PendingDeletion"
+
+
 def run_due_work(node: Node, now: float) -> None:
     """One pass over every key: a sealed node has nothing it can do."""
     if node.sealed:
         return
     for key in list(node.keystore.all_keys()):
-        if deletion_due(key, now):
+        if expiry_due(key, now):
+            _audited(node, key, "DeleteExpiredKeyMaterial", {"keyState": "PendingImport"},
+                     lambda k=key: node.keystore.drop_material(k))
+            log.info("deleted the expired imported material of %s", key.arn)
+        elif deletion_due(key, now):
             _audited(node, key, "DeleteKey", {"keyState": "PendingDeletion"}, lambda k=key: node.keystore.destroy(k))
             log.info("deleted %s: its waiting period ended", key.arn)
         elif rotation_due(key, now):

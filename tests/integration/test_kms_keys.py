@@ -87,9 +87,17 @@ def test_create_key_usage_incompatible_with_symmetric_spec(kms: Any) -> None:
     assert code_of(kms.create_key, KeyUsage="SIGN_VERIFY") == "ValidationException"
 
 
-def test_create_key_multi_region_and_external_origin_unsupported(kms: Any) -> None:
+def test_create_key_multi_region_and_custom_key_store_origins_unsupported(kms: Any) -> None:
     assert code_of(kms.create_key, MultiRegion=True) == "UnsupportedOperationException"
-    assert code_of(kms.create_key, Origin="EXTERNAL") == "UnsupportedOperationException"
+    assert code_of(kms.create_key, Origin="AWS_CLOUDHSM") == "UnsupportedOperationException"
+    assert code_of(kms.create_key, Origin="EXTERNAL_KEY_STORE") == "UnsupportedOperationException"
+
+
+def test_create_key_with_external_origin_awaits_its_material(kms: Any) -> None:
+    meta = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]
+    assert (meta["Origin"], meta["KeyState"], meta["Enabled"]) == ("EXTERNAL", "PendingImport", False)
+    assert "CurrentKeyMaterialId" not in meta
+    assert code_of(kms.encrypt, KeyId=meta["KeyId"], Plaintext=b"x") == "KMSInvalidStateException"
 
 
 def test_create_key_with_description_tags_and_policy(kms: Any) -> None:

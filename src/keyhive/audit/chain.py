@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -120,9 +121,12 @@ def verify(
     """Every problem found, first bad record of each writer first; empty when the trail is intact.
 
     ``signature_valid(message, signature)`` checks a head signature with the
-    trusted public key; None skips signature checks (and says so).  A head
-    written while its node was sealed has no signature; it is accepted when a
-    later writer's intact chain names it (that chain's signed head covers it).
+    trusted public key; None skips signature checks (and says so).  A head's
+    signature covers its checkpoint (the head itself, or the last signed head it
+    carries forward): records after the checkpoint are chained but not yet signed.
+    A head written before its node was ever unsealed has no signature; it is
+    accepted when a later writer's intact chain names it (that chain's signed
+    head covers it).
     """
     problems: list[Problem] = []
     by_writer: dict[str, list[Record]] = {}
@@ -153,10 +157,10 @@ def verify(
         problems += _check_head(writer, by_writer[writer], head, signature_valid, named_later=named)
     for writer in heads_by_writer.keys() - by_writer.keys():
         problems.append(Problem(writer, 1, f"every record of this writer is missing (its head says {heads_by_writer[writer].seq})"))
-    verified = {writer: sum(1 for w, _ in known if w == writer) for writer in by_writer}
+    verified = Counter(writer for writer, _ in known)  # each writer's intact prefix: records 1..n
     for ref_writer, ref_seq, ref_hash, by in references:
         if known.get((ref_writer, ref_seq)) != ref_hash:
-            first = ref_seq if (ref_writer, ref_seq) in known else verified.get(ref_writer, 0) + 1
+            first = ref_seq if (ref_writer, ref_seq) in known else verified[ref_writer] + 1
             problems.append(Problem(ref_writer, first, f"writer {by.writer} record {by.seq} names record {ref_seq} "
                                                        "of this writer, which is missing or changed"))
     return problems
@@ -178,13 +182,20 @@ def _check_head(writer: str, chain: list[Record], head: Head | None,
         return []  # no key to check with; or written while sealed and covered by a later writer's chain
     if head.signature is None:
         return [Problem(writer, head.seq, "head is not signed")]
+    signed_seq, signed_hash = head.checkpoint
+    if type(signed_seq) is not int or signed_seq < 1:
+        return [Problem(writer, head.seq, "the head's signed checkpoint is malformed")]
+    if signed_seq > head.seq:
+        return [Problem(writer, head.seq + 1, f"the head is signed at record {signed_seq}, past the chain's end: tail cut")]
+    if chain[signed_seq - 1].hash != signed_hash:
+        return [Problem(writer, signed_seq, "the signed checkpoint does not match the chain: records edited or the head forged")]
     try:
         signature = base64.b64decode(head.signature, validate=True)
     except (ValueError, TypeError):
         signature = b""
-    if not signature_valid(head_message(writer, head.seq, head.hash), signature):
-        return [Problem(writer, head.seq, "head signature does not verify")]
-    return []
+    if not signature_valid(head_message(writer, signed_seq, signed_hash), signature):
+        return [Problem(writer, signed_seq, "head signature does not verify")]
+    return []  # records after the checkpoint are chained but not yet signed (see SIGNING_INTERVAL)
 
 
 def _references(by_writer: dict[str, list[Record]],

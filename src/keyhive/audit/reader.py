@@ -17,6 +17,7 @@ from keyhive.audit.trail import EVENTS_PREFIX, HEADS_PREFIX, PUBLIC_KEY_PATH, TR
 from keyhive.storage import Storage
 
 EXPORT_FORMAT = "keyhive-audit-export-v1"
+Position = tuple[str, str, int]  # (eventTime, writer, seq): see position()
 
 
 @dataclass(frozen=True)
@@ -27,10 +28,35 @@ class Trail:
 
 
 def load(storage: Storage) -> Trail:
-    records = [Record.from_json(json.loads(raw)) for _, raw in storage.scan(EVENTS_PREFIX)]
-    heads = [Head.from_json(json.loads(raw)) for _, raw in storage.scan(HEADS_PREFIX)]
+    records = [_stored_record(path, raw) for path, raw in storage.scan(EVENTS_PREFIX)]
+    heads = [_stored_head(path, raw) for path, raw in storage.scan(HEADS_PREFIX)]
     key = storage.get(PUBLIC_KEY_PATH)
     return Trail(records, heads, base64.b64decode(key) if key else None)
+
+
+def _stored_record(path: str, raw: bytes) -> Record:
+    """The record at ``path``, placed by its path (writer and seq), not by what its value claims.
+
+    A value moved to another place, or one that cannot be read, then fails the
+    chain check at that place instead of passing unnoticed or stopping the reader.
+    """
+    writer, _, number = path[len(EVENTS_PREFIX):].rpartition("/")
+    seq = int(number) if number.isdigit() else 0
+    try:
+        doc = json.loads(raw)
+        return Record(writer, seq, doc["prev"], doc["hash"], doc["event"])
+    except (ValueError, KeyError, TypeError):
+        return Record(writer, seq, "", "", {})
+
+
+def _stored_head(path: str, raw: bytes) -> Head:
+    try:
+        doc = json.loads(raw)
+        signed_seq = doc.get("signed_seq")
+        return Head(path[len(HEADS_PREFIX):], int(doc["seq"]), str(doc["hash"]), doc["signature"],
+                    None if signed_seq is None else int(signed_seq), doc.get("signed_hash"))
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"the head at {path} is unreadable") from None
 
 
 def last_usage(storage: Storage, key_arn: str) -> tuple[dict[str, Any] | None, str | None]:
@@ -62,11 +88,16 @@ class Filters:
         )
 
 
-def lookup(trail: Trail, filters: Filters) -> list[dict[str, Any]]:
-    """Matching events, newest first (by time, then by position in their chain)."""
-    found = [r for r in trail.records if filters.match(r.event)]
-    found.sort(key=lambda r: (r.event.get("eventTime", ""), r.seq), reverse=True)
-    return [r.event for r in found]
+def lookup(trail: Trail, filters: Filters, *, before: Position | None = None) -> list[Record]:
+    """Matching records, newest first; with ``before``, only those after that position in this order."""
+    found = [r for r in trail.records if filters.match(r.event) and (before is None or position(r) < before)]
+    found.sort(key=position, reverse=True)
+    return found
+
+
+def position(record: Record) -> Position:
+    """A record's place in time order: its time, then its writer and its place in that writer's chain."""
+    return (str(record.event.get("eventTime", "")), record.writer, record.seq)
 
 
 def check(trail: Trail, public_key: bytes | None = None) -> list[Problem]:
@@ -98,7 +129,10 @@ def parse_export(lines: Iterable[str]) -> Trail:
                     raise ValueError(f"unknown format {doc['format']!r}")
                 public_key = base64.b64decode(doc["publicKey"]) if doc.get("publicKey") else None
             elif kind == "record":
-                records.append(Record.from_json(doc))
+                record = Record.from_json(doc)
+                if not (isinstance(record.writer, str) and type(record.seq) is int and isinstance(record.event, dict)):
+                    raise ValueError("a record needs a string writer, an integer seq and an event object")
+                records.append(record)
             elif kind == "head":
                 heads.append(Head.from_json(doc))
             else:

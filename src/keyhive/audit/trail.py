@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import threading
+import uuid
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -150,19 +151,31 @@ class AuditTrail:
                 self._write(batch)
             except Conflict:
                 for item in batch:  # a rare race between two staged writes: retry one by one
-                    try:
-                        self._write([item])
-                    except Conflict:
-                        item.error = KMSInternalException()
-                        item.error.log_detail = "a concurrent change conflicted with this request"
-                        item.work = None
-                        self._write([item])
+                    self._commit_alone(item)
             except Exception as exc:
-                log.error("audit trail commit failed (%s): %d requests refused", type(exc).__name__, len(batch))
-                error = KMSInternalException()
-                for item in batch:
-                    item.error = error
-                self._on_failure()
+                self._refuse(batch, exc)
+
+    def _commit_alone(self, item: _Item) -> None:
+        try:
+            try:
+                self._write([item])
+            except Conflict:  # the request fails; its event must say so, and nothing it staged happens
+                item.error = KMSInternalException()
+                item.error.log_detail = "a concurrent change conflicted with this request"
+                item.event = {**item.event, "responseElements": None, "errorCode": item.error.wire_type,
+                              "errorMessage": item.error.message or ""}
+                item.work = None
+                self._on_failure()  # memory may hold what the request staged
+                self._write([item])
+        except Exception as exc:
+            self._refuse([item], exc)
+
+    def _refuse(self, batch: list[_Item], exc: Exception) -> None:
+        log.error("audit trail commit failed (%s): %d requests refused", type(exc).__name__, len(batch))
+        error = KMSInternalException()
+        for item in batch:
+            item.error = error
+        self._on_failure()
 
     def _write(self, batch: list[_Item]) -> None:
         """One transaction: the batch's staged writes, its chained events, the signed head."""
@@ -188,18 +201,22 @@ class AuditTrail:
             if usage is not None:
                 puts[usage[0]] = usage[1]
         assert last is not None
-        puts[HEADS_PREFIX + self.writer] = json.dumps(self._head(last).to_json()).encode()
+        head = self._head(last)
+        puts[HEADS_PREFIX + self.writer] = json.dumps(head.to_json()).encode()
         self.storage.commit(puts, deletes, must_be_absent=absent)
         self._chain.accept(last)
+        if head.signature is not None and head.signed_seq is None:  # a new checkpoint, now durable
+            self._signed, self._signed_at = head, time.monotonic()
 
     def _head(self, last: Record) -> Head:
-        """The new head: freshly signed when the interval has passed, else carrying the last signature."""
+        """The new head: freshly signed when the interval has passed, else carrying the last signature.
+
+        Nothing changes here: a commit that fails must not leave a checkpoint that storage never got.
+        """
         due = time.monotonic() - self._signed_at >= SIGNING_INTERVAL
         if self._signing_key is not None and (due or self._signed is None):
             raw = crypto.sign(self._signing_key, head_message(self.writer, last.seq, last.hash))
-            self._signed = Head(self.writer, last.seq, last.hash, base64.b64encode(raw).decode())
-            self._signed_at = time.monotonic()
-            return self._signed
+            return Head(self.writer, last.seq, last.hash, base64.b64encode(raw).decode())
         if self._signed is None:
             return Head(self.writer, last.seq, last.hash, None)
         return Head(self.writer, last.seq, last.hash, self._signed.signature, self._signed.seq, self._signed.hash)
@@ -213,6 +230,7 @@ class AuditTrail:
             "eventName": "AuditWriterStarted",
             "eventType": "AwsServiceEvent",
             "eventTime": _now_iso(),
+            "eventID": str(uuid.uuid4()),
             "readOnly": False,
             "additionalEventData": {
                 "writer": self.writer,

@@ -34,7 +34,7 @@ def add_commands(commands: Any) -> None:
     events.add_argument("--start", help="from this time (ISO 8601, inclusive)")
     events.add_argument("--end", help="until this time (ISO 8601, exclusive)")
     events.add_argument("--max-items", type=int, default=50, help="page size (default 50)")
-    events.add_argument("--next-token", default="0", help="the token a previous page printed")
+    events.add_argument("--next-token", help="the token a previous page printed")
     events.add_argument("--json", action="store_true", help="one JSON event per line")
     events.set_defaults(run=_events)
 
@@ -62,6 +62,13 @@ def _source_flags(parser: argparse.ArgumentParser, *, allow_file: bool) -> None:
 
 
 def _trail(args: argparse.Namespace) -> reader.Trail:
+    try:
+        return _read_trail(args)
+    except ValueError as exc:  # a malformed export file or stored head: a message, not a traceback
+        raise ClientError(f"cannot read the audit trail: {exc}") from None
+
+
+def _read_trail(args: argparse.Namespace) -> reader.Trail:
     if getattr(args, "file", None):
         return reader.parse_export(args.file.read_text().splitlines())
     if args.data_dir:
@@ -127,11 +134,13 @@ def _export(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     trail = _trail(args)
     key = base64.b64decode(args.public_key.read_text().strip()) if args.public_key else None
-    problems = reader.check(trail, key)
-    if problems:
-        print(f"audit trail FAILED verification: {problems[0]}", file=sys.stderr)
-        for problem in problems[1:]:
-            print(f"  also: {problem}", file=sys.stderr)
+    failures = [str(problem) for problem in reader.check(trail, key)]
+    if key is not None and trail.public_key is not None and trail.public_key != key:
+        failures.append("the trail's own public key is not the trusted one given with --public-key (replaced?)")
+    if failures:
+        print(f"audit trail FAILED verification: {failures[0]}", file=sys.stderr)
+        for failure in failures[1:]:
+            print(f"  also: {failure}", file=sys.stderr)
         return EXIT_TAMPERED
     writers = len({r.writer for r in trail.records})
     print(f"audit trail verified: {len(trail.records)} events from {writers} writers, every chain and signature intact")

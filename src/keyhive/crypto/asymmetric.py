@@ -12,7 +12,7 @@ import os
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.exceptions import UnsupportedAlgorithm as UnsupportedAlgorithmError
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes, keywrap, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
@@ -145,3 +145,37 @@ def ecdh(private_der: bytes, peer_public_der: bytes) -> bytes:
         return key.exchange(ec.ECDH(), peer)
     except (ValueError, TypeError, UnsupportedAlgorithmError):
         raise CryptoInputError() from None
+
+
+def unwrap_import(wrapping_private_der: bytes, algorithm: str, encrypted: bytes) -> bytes:
+    """Key material wrapped for import (GetParametersForImport's wrapping algorithms).
+
+    RSA_AES_KEY_WRAP_SHA_*: an ephemeral AES key under RSA-OAEP, followed by the
+    material under AES key wrap with padding (RFC 5649).
+    """
+    key = _private(wrapping_private_der)
+    try:
+        if algorithm == "RSAES_PKCS1_V1_5":
+            return key.decrypt(encrypted, padding.PKCS1v15())
+        if algorithm.startswith("RSAES_OAEP"):
+            return key.decrypt(encrypted, _oaep(algorithm))
+        if algorithm.startswith("RSA_AES_KEY_WRAP"):
+            split = key.key_size // 8
+            aes_key = key.decrypt(encrypted[:split], _oaep(algorithm))
+            return keywrap.aes_key_unwrap_with_padding(aes_key, encrypted[split:])
+    except (ValueError, keywrap.InvalidUnwrap):
+        raise CryptoInputError() from None
+    raise CryptoInputError()
+
+
+def matches_spec(private_der: bytes, *, rsa_bits: int = 0, curve: str = "") -> bool:
+    """Whether imported PKCS#8 material is a private key of this RSA size or curve."""
+    try:
+        key = serialization.load_der_private_key(private_der, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithmError):
+        return False
+    if rsa_bits:
+        return isinstance(key, rsa.RSAPrivateKey) and key.key_size == rsa_bits
+    if curve == "ed25519":
+        return isinstance(key, ed25519.Ed25519PrivateKey)
+    return isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == curve

@@ -28,6 +28,7 @@ KEYHIVE_SOURCE = "keyhive.amazonaws.com"
 _READ_ONLY = re.compile(r"^(Describe|List|Get|Encrypt|Decrypt|ReEncrypt|GenerateDataKey|GenerateRandom|GenerateMac|"
                         r"VerifyMac|Sign|Verify|DeriveSharedSecret|Status)")
 _CREDENTIAL = re.compile(rb"Credential=([A-Z0-9]{16,128})/")
+_CREDENTIAL_REGION = re.compile(rb"Credential=[A-Z0-9]{16,128}/\d{8}/([a-z0-9-]{1,64})/")
 # Admin API fields that may appear in an event; shares and secrets never do.
 _ADMIN_FIELDS = ("UserName", "AccountId", "AccessKeyId", "Status", "PolicyName", "PolicyDocument", "Admin",
                  "Tags", "TagKeys", "shares", "threshold")
@@ -86,6 +87,12 @@ def _user_identity(exchange: Exchange, headers: list[tuple[bytes, bytes]]) -> di
     return {"type": "Unknown", **({"accessKeyId": claimed} if claimed else {})}
 
 
+def _claimed_region(headers: list[tuple[bytes, bytes]]) -> str:
+    """The region an unauthenticated request was signed for (its credential scope), or ""."""
+    return next((m.group(1).decode() for k, v in headers if k == b"authorization"
+                 for m in [_CREDENTIAL_REGION.search(v)] if m), "")
+
+
 def build_event(exchange: Exchange, scope: dict[str, Any]) -> dict[str, Any]:
     headers = scope.get("headers", [])
     client = scope.get("client") or ("", 0)
@@ -111,7 +118,7 @@ def build_event(exchange: Exchange, scope: dict[str, Any]) -> dict[str, Any]:
         "eventTime": _iso(),
         "eventSource": exchange.source,
         "eventName": name,
-        "awsRegion": exchange.region or (exchange.caller.region if exchange.caller else ""),
+        "awsRegion": exchange.region or (exchange.caller.region if exchange.caller else _claimed_region(headers)),
         "sourceIPAddress": client[0],
         "userAgent": user_agent,
         "requestParameters": parameters,

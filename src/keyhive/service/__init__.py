@@ -4,7 +4,17 @@ Each handler takes a :class:`Context` and the parsed request members and returns
 the response members: authorize, load the key, do the crypto, reply.
 """
 
-from keyhive.service import aliases, asymmetric, cryptoops, grants, keys, policies, rotation, tags  # noqa: F401
+from keyhive.service import (  # noqa: F401  (each module registers its operations)
+    aliases,
+    asymmetric,
+    cryptoops,
+    grants,
+    imports,
+    keys,
+    policies,
+    rotation,
+    tags,
+)
 from keyhive.service.context import Caller, Context
 from keyhive.service.registry import OPERATIONS
 

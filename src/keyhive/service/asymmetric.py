@@ -55,6 +55,8 @@ def _signing_input(req: dict[str, Any], algorithm: str) -> tuple[bytes, str]:
         raise ValidationException("MessageType EXTERNAL_MU is valid only with ML_DSA_SHAKE_256.")
     if message_type == "DIGEST" and algorithm in ("ED25519_SHA_512", "ML_DSA_SHAKE_256"):
         raise ValidationException(f"MessageType DIGEST is not valid with {algorithm}.")
+    if message_type != "DIGEST" and algorithm == "ED25519_PH_SHA_512":  # Sign: "requires KMS MessageType:DIGEST"
+        raise ValidationException("ED25519_PH_SHA_512 requires MessageType DIGEST.")
     if message_type in ("DIGEST", "EXTERNAL_MU") and len(message) != keyspecs.DIGEST_BYTES[algorithm]:
         raise ValidationException(
             f"Digest is invalid length for algorithm {algorithm}: expected {keyspecs.DIGEST_BYTES[algorithm]} bytes."

@@ -53,8 +53,11 @@ def key_metadata(key: KeyRecord) -> dict[str, Any]:
         "KeySpec": key.key_spec,
         **algorithm_lists(key),
         "MultiRegion": False,
-        "CurrentKeyMaterialId": key.current.material_id,
+        "CurrentKeyMaterialId": key.current.material_id if key.versions else None,
     }
+    if key.origin == "EXTERNAL" and key.versions:
+        meta["ExpirationModel"] = key.expiration_model
+        meta["ValidTo"] = key.valid_to
     if key.state == "PendingDeletion":
         # PendingDeletionWindowInDays is "present only when KeyState is PendingReplicaDeletion".
         meta["DeletionDate"] = key.deletion_date
@@ -80,8 +83,10 @@ def create_key(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
     if req.get("CustomKeyStoreId"):
         raise CustomKeyStoreNotFoundException()
     origin = req.get("Origin", "AWS_KMS")
-    if origin != "AWS_KMS" or req.get("XksKeyId"):
+    if origin not in ("AWS_KMS", "EXTERNAL") or req.get("XksKeyId"):
         raise UnsupportedOperationException(f"Origin {origin} and custom key stores are not supported.")
+    if origin == "EXTERNAL" and key_spec.name.startswith("ML_DSA"):
+        raise UnsupportedOperationException(f"Importing key material is not supported for {spec} keys.")
     if req.get("MultiRegion"):
         raise UnsupportedOperationException("Multi-Region keys are not supported.")
     tags = validate_tags(req.get("Tags", []))
@@ -100,15 +105,17 @@ def create_key(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
         key_usage=usage,
         key_spec=spec,
         origin=origin,
+        state="PendingImport" if origin == "EXTERNAL" else "Enabled",
         policy=policy,
         tags=tags,
     )
     if req.get("Policy"):
         check_new_policy(ctx, key, policy, bypass_lockout_check=bypass)
     ctx.keys_used.append((key.account, key.arn))
-    material = None if key_spec.symmetric else asymmetric.generate(
+    external = origin == "EXTERNAL"
+    material = None if key_spec.symmetric or external else asymmetric.generate(
         spec, rsa_bits=key_spec.rsa_bits, curve=key_spec.curve, hmac_bytes=key_spec.hmac_bytes)
-    return {"KeyMetadata": key_metadata(ctx.keystore.create_key(key, material))}
+    return {"KeyMetadata": key_metadata(ctx.keystore.create_key(key, material, external=external))}
 
 
 @operation("GetKeyLastUsage")

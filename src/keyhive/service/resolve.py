@@ -72,8 +72,15 @@ def authorize_key(
     """
     ctx.keys_used.append((key.account, key.arn))
     ctx.authz.check(ctx, permission or operation, key, conditions=conditions, encryption_context=encryption_context)
-    check_key_state(operation, key.state, key.arn)
+    check_key_state(operation, effective_state(key, ctx.now), key.arn)
     return key
+
+
+def effective_state(key: KeyRecord, now: float) -> str:
+    """The key's state now: imported material past its ValidTo is gone even before the scheduler says so."""
+    if key.valid_to is not None and key.valid_to <= now and key.state in ("Enabled", "Disabled"):
+        return "PendingImport"
+    return key.state
 
 
 def lookup_key(ctx: Context, key_ref: str, *, allow_alias: bool = True, operation: str = "") -> KeyRecord:
