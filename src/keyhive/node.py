@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from keyhive import crypto
+from keyhive.crypto import asymmetric
 from keyhive.audit.trail import AuditTrail, signing_key_records
 from keyhive.barrier import Barrier
 from keyhive.errors import SealedException
@@ -157,6 +158,7 @@ class Node:
         """Forget the root key, the barrier keys and every cached secret."""
         self.barrier.seal()
         self.keystore.forget()
+        asymmetric.forget()
         self.iam.forget()
         self.audit.sealed()
         self._shares.reset()

@@ -7,6 +7,7 @@ plain False; malformed inputs raise :class:`CryptoInputError` with no detail.
 
 from __future__ import annotations
 
+import functools
 import hmac as _hmac
 import os
 
@@ -19,6 +20,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 _HASHES = {"256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512, "224": hashes.SHA224, "1": hashes.SHA1}
 _CURVES = {"secp256r1": ec.SECP256R1, "secp384r1": ec.SECP384R1, "secp521r1": ec.SECP521R1, "secp256k1": ec.SECP256K1}
 _MLDSA = {"ML_DSA_44": mldsa.MLDSA44PrivateKey, "ML_DSA_65": mldsa.MLDSA65PrivateKey, "ML_DSA_87": mldsa.MLDSA87PrivateKey}
+
+
+PARSED_KEY_CACHE_SIZE = 4096
 
 
 class CryptoInputError(ValueError):
@@ -48,11 +52,18 @@ def generate(spec: str, *, rsa_bits: int = 0, curve: str = "", hmac_bytes: int =
                              serialization.NoEncryption())
 
 
+@functools.lru_cache(maxsize=PARSED_KEY_CACHE_SIZE)
 def _private(der: bytes):  # type: ignore[no-untyped-def]
+    """The key object for PKCS#8 DER; cached, since loading an RSA key checks it (tens of ms)."""
     try:
         return serialization.load_der_private_key(der, password=None)
     except (ValueError, TypeError):
         raise CryptoInputError() from None
+
+
+def forget() -> None:
+    """Drop every parsed private key (on seal, with the rest of the key material)."""
+    _private.cache_clear()
 
 
 def public_key(private_der: bytes) -> bytes:
