@@ -228,13 +228,16 @@ class Keystore:
         A record that fails its integrity check is logged and skipped, so one bad
         row cannot stop deletions and rotations of every other key.
         """
-        for path, raw in self.barrier.storage.scan("kms/"):
-            if path.split("/")[3] != "key":  # kms/{account}/{region}/key/{id}
-                continue
+        for index_path, _ in self.barrier.storage.scan(_index_path("")):  # key rows only, not material
+            key_id = index_path.removeprefix(_index_path(""))
             try:
-                yield KeyRecord.from_json(self.barrier.decrypt(path, raw))
+                where = self.locate(key_id)
+                key = self.get_key(where[0], where[1], key_id) if where else None
             except StoredRecordCorrupt as exc:
                 log.error("%s; skipped", exc.log_detail)
+                continue
+            if key is not None:
+                yield key
 
     # -- material -----------------------------------------------------------------
     def material(self, key: KeyRecord, version: int) -> bytes | None:

@@ -34,10 +34,10 @@ class Storage(Protocol):
         """Release connections; the storage is unusable afterwards."""
 
 
-def open_storage(url_or_dir: str | Path) -> Storage:
-    """A backend for a data directory (SQLite, the embedded default)."""
+def open_storage(data_dir: str | Path) -> Storage:
+    """A backend for a data directory (SQLite, the embedded default), readable by its owner only."""
     from keyhive.storage.sqlite import SQLiteStorage
 
-    directory = Path(url_or_dir)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = Path(data_dir)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     return SQLiteStorage(directory / "keyhive.db")
