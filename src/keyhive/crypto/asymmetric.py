@@ -166,8 +166,6 @@ def unwrap_import(wrapping_private_der: bytes, algorithm: str, encrypted: bytes)
     """
     key = _private(wrapping_private_der)
     try:
-        if algorithm == "RSAES_PKCS1_V1_5":
-            return key.decrypt(encrypted, padding.PKCS1v15())
         if algorithm.startswith("RSAES_OAEP"):
             return key.decrypt(encrypted, _oaep(algorithm))
         if algorithm.startswith("RSA_AES_KEY_WRAP"):

@@ -34,6 +34,9 @@ IMPORT_TOKEN_LIFETIME = 24 * 3600  # "The public key and import token ... are va
 MAX_VALID_TO_DAYS = 365  # ValidTo: "The maximum value is 365 days from the request date"
 _TOKEN_MAGIC = b"KHIT\x01"
 _WRAPPING_BITS = {"RSA_2048": 2048, "RSA_3072": 3072, "RSA_4096": 4096}
+# SM2PKE: no SM2 here.  RSAES_PKCS1_V1_5: AWS stopped accepting it in October 2023, and with
+# OpenSSL's implicit rejection a corrupted blob decrypts to random "material" instead of failing.
+_REFUSED_WRAPPINGS = frozenset({"SM2PKE", "RSAES_PKCS1_V1_5"})
 
 
 def _external_key(ctx: Context, req: dict[str, Any], operation_name: str) -> KeyRecord:
@@ -52,10 +55,11 @@ def _external_key(ctx: Context, req: dict[str, Any], operation_name: str) -> Key
 def get_parameters_for_import(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
     key = _external_key(ctx, req, "GetParametersForImport")
     algorithm, wrapping_spec = req["WrappingAlgorithm"], req["WrappingKeySpec"]
-    if wrapping_spec not in _WRAPPING_BITS or algorithm == "SM2PKE":
+    if wrapping_spec not in _WRAPPING_BITS or algorithm in _REFUSED_WRAPPINGS:
         raise UnsupportedOperationException(f"{wrapping_spec} / {algorithm} wrapping is not supported by this Keyhive server.")
-    if not keyspecs.SPECS[key.key_spec].symmetric and not keyspecs.SPECS[key.key_spec].hmac_bytes \
-            and not algorithm.startswith("RSA_AES_KEY_WRAP"):
+    # "To import an RSA private key, you must use an RSA_AES wrapping algorithm"; RSAES_OAEP
+    # wraps every other kind of material, ECC and Ed25519 private keys included.
+    if keyspecs.SPECS[key.key_spec].rsa_bits and not algorithm.startswith("RSA_AES_KEY_WRAP"):
         raise ValidationException(f"{key.key_spec} key material must be wrapped with RSA_AES_KEY_WRAP_SHA_1 or _SHA_256.")
     wrapping = asymmetric.generate(wrapping_spec, rsa_bits=_WRAPPING_BITS[wrapping_spec])
     token_id = os.urandom(16)
