@@ -307,7 +307,9 @@ class Keystore:
         doomed = [_material_path(key.account, key.region, key.key_id, v.version) for v in key.versions]
         for v in key.versions:
             self._material.drop((key.key_id, v.version))
-        key.versions, key.state, key.valid_to, key.expiration_model = [], "PendingImport", None, None
+        key.versions, key.valid_to, key.expiration_model = [], None, None
+        if key.state != "PendingDeletion":  # a key on its way out stays so
+            key.state = "PendingImport"
         path = _key_path(key.account, key.region, key.key_id)
         self._meta.drop(path)
         self.barrier.commit({path: key.to_json()}, deletes=doomed)

@@ -23,8 +23,8 @@ import logging
 import os
 import socket
 import threading
-import uuid
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 

@@ -46,7 +46,7 @@ def _external_key(ctx: Context, req: dict[str, Any], operation_name: str) -> Key
     ctx.authz.check(ctx, operation_name, key)
     if key.origin != "EXTERNAL":
         raise UnsupportedOperationException(f"{key.arn} origin is {key.origin} which is not valid for this operation.")
-    if key.state == "PendingDeletion":
+    if key.state == "PendingDeletion" and operation_name != "DeleteImportedKeyMaterial":
         raise KMSInvalidStateException(f"{key.arn} is pending deletion.")
     return key
 
