@@ -15,11 +15,17 @@ from typing import Iterable, Mapping
 from keyhive import crypto
 from keyhive.blob import MalformedBlob, Record, parse_record
 from keyhive.errors import KMSInternalException, SealedException, StoredRecordCorrupt
-from keyhive.storage import Storage
+from keyhive.storage import Conflict, Storage
 from keyhive.storage.work import current_work
 
 KEYRING_PATH = "core/keyring"
 ROOT_TERM = 0  # records sealed directly by the root key (only the keyring)
+# Paths outside the barrier: seal state, and the audit trail (readable offline by design).
+UNSEALED_PREFIXES = ("core/", "audit/events/", "audit/heads/", "audit/usage/", "audit/public-key",
+                     "audit/tracking-start")
+# Random 96-bit GCM nonces: NIST SP 800-38D bounds one key at 2^32 encryptions; rotate
+# the barrier key long before that.
+MAX_ENCRYPTIONS_PER_TERM = 2**30
 
 
 class Barrier:
@@ -27,6 +33,8 @@ class Barrier:
         self.storage = storage
         self._keys: dict[int, bytes] = {}
         self._active_term = 0
+        self._root_key: bytes | None = None  # kept while unsealed: rotation rewrites the keyring
+        self.encryptions = 0  # under the active term, by this process
 
     def __repr__(self) -> str:
         return f"Barrier(sealed={self.sealed}, terms={sorted(self._keys)})"
@@ -51,10 +59,72 @@ class Barrier:
         doc = json.loads(self._open(root_key, KEYRING_PATH, raw))
         self._keys = {int(t): base64.b64decode(k) for t, k in doc["keys"].items()}
         self._active_term = int(doc["active"])
+        self._root_key = root_key
 
     def seal(self) -> None:
         self._keys = {}
         self._active_term = 0
+        self._root_key = None
+
+    # -- barrier key rotation ---------------------------------------------------------
+    @property
+    def terms(self) -> tuple[int, int]:
+        """(active term, oldest term still in the keyring)."""
+        keys = self._require_keys()
+        return self._active_term, min(keys)
+
+    def rotate(self) -> int:
+        """Add a new term and make it active; every older term keeps decrypting. Durable on return."""
+        keys = dict(self._require_keys())
+        term = max(keys) + 1
+        keys[term] = crypto.new_key()
+        self._write_keyring(keys, term)
+        return term
+
+    def rewrap(self, batch: int = 500) -> int:
+        """Re-encrypt up to ``batch`` records of older terms under the active term; returns how many.
+
+        Each write is conditional on the record being unchanged, so a concurrent update wins.
+        """
+        active, _ = self.terms
+        done = 0
+        for path, raw in self.storage.scan(""):
+            if done >= batch:
+                break
+            if path.startswith(UNSEALED_PREFIXES):
+                continue
+            try:
+                if parse_record(raw).term == active:
+                    continue
+            except MalformedBlob:
+                continue
+            try:
+                self.storage.commit({path: self.encrypt(path, self.decrypt(path, raw))}, expect={path: raw})
+            except Conflict:
+                continue  # changed meanwhile: the new value is already under the active term
+            done += 1
+        return done
+
+    def retire_unused_terms(self) -> list[int]:
+        """Drop every older term that no stored record uses any more; returns the retired terms."""
+        keys = dict(self._require_keys())
+        in_use = {self._active_term}
+        for path, raw in self.storage.scan(""):
+            if not path.startswith(UNSEALED_PREFIXES):
+                try:
+                    in_use.add(parse_record(raw).term)
+                except MalformedBlob:
+                    pass
+        retired = sorted(t for t in keys if t not in in_use)
+        if retired:
+            self._write_keyring({t: k for t, k in keys.items() if t in in_use}, self._active_term)
+        return retired
+
+    def _write_keyring(self, keys: dict[int, bytes], active: int) -> None:
+        if self._root_key is None:
+            raise SealedException()
+        self.storage.commit({KEYRING_PATH: self._wrap_keyring(self._root_key, keys, active)})
+        self._keys, self._active_term, self.encryptions = keys, active, 0
 
     @staticmethod
     def _wrap_keyring(root_key: bytes, keys: Mapping[int, bytes], active: int) -> bytes:
@@ -65,6 +135,7 @@ class Barrier:
     def encrypt(self, path: str, plaintext: bytes) -> bytes:
         key = self._require_keys().get(self._active_term)
         assert key is not None
+        self.encryptions += 1
         return _seal_record(key, self._active_term, path, plaintext)
 
     def decrypt(self, path: str, data: bytes) -> bytes:

@@ -129,6 +129,45 @@ class Node:
             raise AlreadyInitialized() from None
         return InitResult(printable, threshold, key)
 
+    # -- barrier keys and shares --------------------------------------------------------
+    def rotate_barrier(self) -> int:
+        """A new barrier key term for new writes; older terms keep decrypting until re-wrapped."""
+        return self.barrier.rotate()
+
+    def rewrap_and_retire(self, batch: int = 500) -> tuple[int, list[int]]:
+        """One pass: re-wrap up to ``batch`` old-term records; retire terms nothing uses any more."""
+        done = self.barrier.rewrap(batch)
+        active, oldest = self.barrier.terms
+        if done or oldest == active:
+            return done, []
+        with self.audit.quiet() as idle:  # a staged write under an old term may still be on its way
+            return done, self.barrier.retire_unused_terms() if idle else []
+
+    def rekey(self, old_shares: list[str], shares: int, threshold: int) -> list[str]:
+        """New Shamir shares from a quorum of the old ones; the root key, and so every record, stays."""
+        config = self._seal_config()
+        if config is None:
+            raise NotInitialized()
+        if config["type"] != "shamir":
+            raise SealError(f"rekey applies to the Shamir seal, not {config['type']}")
+        collector = ShareCollector()
+        seal = None
+        for share in old_shares:
+            seal = collector.add(share, config["threshold"]) or seal
+        if seal is None:
+            raise SealError(f"rekey needs {config['threshold']} distinct current shares")
+        wrapped = self.storage.get(ROOT_PATH)
+        assert wrapped is not None
+        root_key = seal.unwrap_root(wrapped)  # SealError unless the old shares are genuine
+        new_seal, printable = new_shares(shares, threshold)
+        self.storage.commit(
+            {SEAL_CONFIG_PATH: json.dumps({**config, "shares": shares, "threshold": threshold}).encode(),
+             ROOT_PATH: new_seal.wrap_root(root_key)},
+            expect={ROOT_PATH: wrapped},
+        )
+        self._shares.reset()
+        return printable
+
     def submit_share(self, share: str) -> bool:
         """Add one unseal share; True once the node is unsealed. Raises SealError."""
         config = self._seal_config()

@@ -13,6 +13,7 @@ from typing import Callable
 from keyhive import limits
 from keyhive.audit import unit_of_work
 from keyhive.audit.events import service_event
+from keyhive.barrier import MAX_ENCRYPTIONS_PER_TERM
 from keyhive.keystore import KeyRecord
 from keyhive.node import Node
 
@@ -32,9 +33,10 @@ def expiry_due(key: KeyRecord, now: float) -> bool:
 
 
 def run_due_work(node: Node, now: float) -> None:
-    """One pass over every key: a sealed node has nothing it can do."""
+    """One pass over every key, and the barrier's own upkeep: a sealed node has nothing it can do."""
     if node.sealed:
         return
+    _barrier_upkeep(node)
     for key in list(node.keystore.all_keys()):
         if expiry_due(key, now):
             _audited(node, key, "DeleteExpiredKeyMaterial", {"keyState": "PendingImport"},
@@ -46,6 +48,17 @@ def run_due_work(node: Node, now: float) -> None:
         elif rotation_due(key, now):
             _audited(node, key, "RotateKey", {"rotationType": "AUTOMATIC"}, lambda k=key: _rotate(node, k, now))
             log.info("rotated %s on schedule", key.arn)
+
+
+def _barrier_upkeep(node: Node) -> None:
+    """Rotate the barrier key before GCM's nonce bound nears; re-wrap old records a batch a pass."""
+    if node.barrier.encryptions >= MAX_ENCRYPTIONS_PER_TERM:
+        log.info("barrier key term %d rotated after %d encryptions", node.rotate_barrier(), MAX_ENCRYPTIONS_PER_TERM)
+    active, oldest = node.barrier.terms
+    if oldest != active:
+        done, retired = node.rewrap_and_retire()
+        if retired:
+            log.info("barrier key terms %s retired: no record uses them", retired)
 
 
 def _rotate(node: Node, key: KeyRecord, now: float) -> None:

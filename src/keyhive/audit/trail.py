@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime
 import json
 import logging
@@ -26,7 +27,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from keyhive import crypto
 from keyhive.audit.chain import Chain, Head, Record, head_message
@@ -114,6 +115,12 @@ class AuditTrail:
 
     def sealed(self) -> None:
         self._signing_key = None
+
+    @contextlib.contextmanager
+    def quiet(self) -> Iterator[bool]:
+        """Hold commits back; yields whether none is pending (barrier keys may then be retired)."""
+        with self._lock:
+            yield not self._pending
 
     # -- recording ------------------------------------------------------------------------
     async def record(self, event: dict[str, Any], work: UnitOfWork | None = None) -> None:

@@ -79,6 +79,17 @@ def _parser() -> argparse.ArgumentParser:
     seal = ops.add_parser("seal", help="seal the server (admin credentials from the AWS environment)")
     _endpoint_flag(seal)
     seal.set_defaults(run=_seal)
+    rotate = ops.add_parser("rotate", help="new barrier key term for new writes (admin); older terms keep decrypting")
+    _endpoint_flag(rotate)
+    rotate.add_argument("--rewrap", action="store_true",
+                        help="then re-wrap every old-term record now and retire unused terms (else the scheduler does)")
+    rotate.set_defaults(run=_rotate)
+    rekey = ops.add_parser("rekey", help="new key shares from a quorum of the current ones (read from stdin or prompted)")
+    _endpoint_flag(rekey)
+    rekey.add_argument("--shares", type=int, default=5, help="number of new key shares (default 5)")
+    rekey.add_argument("--threshold", type=int, default=3, help="new shares needed to unseal (default 3)")
+    rekey.add_argument("--json", action="store_true", help="print one JSON object")
+    rekey.set_defaults(run=_rekey)
     return parser
 
 
@@ -172,6 +183,40 @@ def _seal(args: argparse.Namespace) -> int:
     if code != 200:
         raise ClientError(error_text(doc))
     print("Keyhive is sealed.")
+    return 0
+
+
+def _rotate(args: argparse.Namespace) -> int:
+    code, doc = call(_endpoint(args), "POST", "/keyhive/v1/sys/rotate", {}, sign=True)
+    if code == 200 and args.rewrap:
+        code, doc = call(_endpoint(args), "POST", "/keyhive/v1/sys/rewrap", {}, sign=True)
+    if code != 200:
+        raise ClientError(error_text(doc))
+    print(f"Active barrier key term: {doc['active_term']} (oldest still in use: {doc['oldest_term']})")
+    if args.rewrap:
+        print(f"Re-wrapped {doc['rewrapped']} records; retired terms: {doc['retired_terms'] or 'none'}")
+    return 0
+
+
+def _rekey(args: argparse.Namespace) -> int:
+    code, status = call(_endpoint(args), "GET", "/keyhive/v1/sys/status")
+    if code != 200 or not status.get("initialized"):
+        raise ClientError("Keyhive is not initialized" if code == 200 else error_text(status))
+    needed = status["threshold"]
+    if sys.stdin.isatty():
+        old = [getpass.getpass(f"Current key share {i + 1} of {needed} (hidden): ") for i in range(needed)]
+    else:
+        old = [line for line in sys.stdin.read().split() if line]
+    body = {"old_shares": [s.strip() for s in old], "shares": args.shares, "threshold": args.threshold}
+    code, doc = call(_endpoint(args), "POST", "/keyhive/v1/sys/rekey", body)
+    if code != 200:
+        raise ClientError(error_text(doc))
+    if args.json:
+        print(json.dumps(doc))
+        return 0
+    for i, share in enumerate(doc["shares"], 1):
+        print(f"New key share {i}: {share}")
+    print(f"\nThe old shares no longer unseal this server. {args.threshold} of these {args.shares} new shares do.")
     return 0
 
 

@@ -62,6 +62,15 @@ def handle_admin(node: Node, scope: dict[str, Any], body: bytes, regions: frozen
         node.seal()
         sigv4.forget_signing_keys()
         return 200, node.status()
+    if path == SYS_PREFIX + "rekey":
+        exchange.event_name = "Rekey"
+        exchange.request = {k: doc.get(k) for k in ("shares", "threshold")}  # never the old shares
+        return 200, _rekey(node, doc)
+    if path in (SYS_PREFIX + "rotate", SYS_PREFIX + "rewrap", SYS_PREFIX + "keyring"):
+        exchange.event_name = {"rotate": "RotateBarrierKey", "rewrap": "RewrapBarrierRecords",
+                               "keyring": "DescribeKeyring"}[path.rsplit("/", 1)[1]]
+        exchange.caller = _require_admin(node, authenticate(node, scope, body, regions))
+        return 200, _keyring(node, path.rsplit("/", 1)[1])
     if path.startswith(IAM_PREFIX):
         exchange.source = IAM_SOURCE
         handler = IAM_OPERATIONS.get(exchange.event_name)
@@ -88,10 +97,7 @@ def _require_admin(node: Node, caller: Caller) -> Caller:
 
 def _init(node: Node, doc: dict[str, Any]) -> dict[str, Any]:
     shares, threshold = doc.get("shares", 5), doc.get("threshold", 3)
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (shares, threshold)):
-        raise ValidationException("'shares' and 'threshold' must be integers")
-    if not (shares == threshold == 1 or 2 <= threshold <= shares <= 255):
-        raise ValidationException("Need 2 <= threshold <= shares <= 255 (or 1 of 1)")
+    _check_shares(shares, threshold)
     try:
         result = node.initialize(shares, threshold)
     except AlreadyInitialized:
@@ -102,6 +108,44 @@ def _init(node: Node, doc: dict[str, Any]) -> dict[str, Any]:
         "access_key_id": result.access_key.access_key_id,
         "secret_access_key": result.access_key.secret_access_key,
     }
+
+
+def _keyring(node: Node, action: str) -> dict[str, Any]:
+    """rotate: a new barrier term; rewrap: re-wrap every old-term record, then retire unused terms."""
+    if action == "rotate":
+        node.rotate_barrier()
+    retired: list[int] = []
+    rewrapped = 0
+    if action == "rewrap":
+        while True:
+            done, gone = node.rewrap_and_retire()
+            rewrapped, retired = rewrapped + done, retired + gone
+            if not done:
+                break
+    active, oldest = node.barrier.terms
+    return {"active_term": active, "oldest_term": oldest, "rewrapped": rewrapped, "retired_terms": retired,
+            "encryptions_under_active_term": node.barrier.encryptions}
+
+
+def _rekey(node: Node, doc: dict[str, Any]) -> dict[str, Any]:
+    old, shares, threshold = doc.get("old_shares"), doc.get("shares"), doc.get("threshold")
+    if not isinstance(old, list) or not all(isinstance(s, str) for s in old):
+        raise ValidationException("'old_shares' must be a list of strings")
+    _check_shares(shares, threshold)
+    try:
+        new = node.rekey(old, shares, threshold)
+    except NotInitialized:
+        raise ValidationException("Keyhive is not initialized.") from None
+    except SealError as exc:
+        raise ValidationException(f"Rekey refused: {exc}") from None
+    return {"shares": new, "threshold": threshold}
+
+
+def _check_shares(shares: Any, threshold: Any) -> None:
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (shares, threshold)):
+        raise ValidationException("'shares' and 'threshold' must be integers")
+    if not (shares == threshold == 1 or 2 <= threshold <= shares <= 255):
+        raise ValidationException("Need 2 <= threshold <= shares <= 255 (or 1 of 1)")
 
 
 def _unseal(node: Node, doc: dict[str, Any]) -> dict[str, Any]:

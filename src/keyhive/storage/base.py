@@ -27,8 +27,12 @@ class Storage(Protocol):
         deletes: Iterable[str] = (),
         *,
         must_be_absent: Iterable[str] = (),
+        expect: Mapping[str, bytes] = {},
     ) -> None:
-        """Apply all puts and deletes atomically and durably, or raise Conflict and apply none."""
+        """Apply all puts and deletes atomically and durably, or raise Conflict and apply none.
+
+        Preconditions: every ``must_be_absent`` path is absent, every ``expect`` path holds that value.
+        """
 
     def close(self) -> None:
         """Release connections; the storage is unusable afterwards."""

@@ -12,7 +12,8 @@ from keyhive.storage.base import Conflict, Storage
 
 
 def exercise_storage(factory: Callable[[], Storage]) -> None:
-    checks = (_get_put_delete, _scan_order_prefix_and_paging, _scan_code_point_order, _atomic_commit, _binary_values)
+    checks = (_get_put_delete, _scan_order_prefix_and_paging, _scan_code_point_order, _atomic_commit,
+              _expected_values, _binary_values)
     for check in checks:
         store = factory()
         try:
@@ -63,6 +64,20 @@ def _atomic_commit(s: Storage) -> None:
     assert s.get("x/1") == b"1" and s.get("x/2") is None  # nothing applied
     s.commit({"x/2": b"2"}, deletes=["x/1"], must_be_absent=["x/3"])
     assert s.get("x/1") is None and s.get("x/2") == b"2"
+
+
+def _expected_values(s: Storage) -> None:
+    s.commit({"e/1": b"old"})
+    for expect in ({"e/1": b"other"}, {"e/2": b"absent"}):
+        try:
+            s.commit({"e/1": b"new"}, expect=expect)
+        except Conflict:
+            pass
+        else:
+            raise AssertionError(f"commit with expect={expect} should have conflicted")
+        assert s.get("e/1") == b"old"
+    s.commit({"e/1": b"new"}, expect={"e/1": b"old"})
+    assert s.get("e/1") == b"new"
 
 
 def _binary_values(s: Storage) -> None:

@@ -93,12 +93,17 @@ class SQLiteStorage:
         deletes: Iterable[str] = (),
         *,
         must_be_absent: Iterable[str] = (),
+        expect: Mapping[str, bytes] = {},
     ) -> None:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for path in must_be_absent:
                     if self._db.execute("SELECT 1 FROM records WHERE path = ?", (path,)).fetchone():
+                        raise Conflict(path)
+                for path, value in expect.items():
+                    row = self._db.execute("SELECT value FROM records WHERE path = ?", (path,)).fetchone()
+                    if row is None or bytes(row[0]) != value:
                         raise Conflict(path)
                 self._db.executemany("DELETE FROM records WHERE path = ?", [(p,) for p in deletes])
                 self._db.executemany(
