@@ -43,6 +43,7 @@ class Installation:
         code, init = admin_call(self.server.endpoint, "POST", "/keyhive/v1/sys/init", {"shares": 3, "threshold": 2})
         assert code == 200, init
         self.shares: list[str] = init["shares"]
+        self.current_shares = self.shares[:2]  # a quorum that unseals now (rekey replaces it)
         self.creds = {"AWS_ACCESS_KEY_ID": init["access_key_id"], "AWS_SECRET_ACCESS_KEY": init["secret_access_key"]}
         self.unseal(self.shares[:2])
 
@@ -117,6 +118,7 @@ def test_rekey_replaces_the_shares_and_keeps_every_key(site: Installation) -> No
                    creds=site.creds, stdin="\n".join(site.shares[1:]) + "\n")
     assert done.returncode == 0, done.stderr
     new_shares = json.loads(done.stdout)["shares"]
+    site.current_shares = new_shares[:3]
     assert len(new_shares) == 5 and not set(new_shares) & set(site.shares)
     for share in site.shares:
         assert share not in done.stderr
@@ -130,3 +132,59 @@ def test_rekey_replaces_the_shares_and_keeps_every_key(site: Installation) -> No
     assert (code, failed["__type"]) == (400, "ValidationException") and "progress was reset" in failed["message"]
     assert site.unseal(new_shares[2:])["sealed"] is False
     assert site.kms().decrypt(CiphertextBlob=blob)["Plaintext"] == PLAINTEXT  # the root key never changed
+
+
+def test_backup_under_load_restores_elsewhere(site: Installation, tmp_path: Path) -> None:
+    import threading
+
+    kms = site.kms()
+    key_id = kms.create_key()["KeyMetadata"]["KeyId"]
+    before = kms.encrypt(KeyId=key_id, Plaintext=PLAINTEXT)["CiphertextBlob"]
+    stop, made = threading.Event(), []
+
+    def writer() -> None:  # keeps writing while the backup is taken
+        client = site.kms()
+        while not stop.is_set():
+            made.append(client.create_key(Description="under load")["KeyMetadata"]["KeyId"])
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        result = keyhive(site.server, "operator", "backup", str(tmp_path / "site.backup"), creds=site.creds)
+    finally:
+        stop.set()
+        thread.join()
+    assert result.returncode == 0, result.stderr
+    data = (tmp_path / "site.backup").read_bytes()
+    assert data.startswith(b"KEYHIVE-BACKUP 1\n")
+    for secret in (PLAINTEXT, site.creds["AWS_SECRET_ACCESS_KEY"].encode(), *[s.encode() for s in site.shares]):
+        assert secret not in data
+
+    damaged = tmp_path / "damaged.backup"
+    damaged.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    refused = keyhive(site.server, "operator", "restore", "--data-dir", str(tmp_path / "x"), str(damaged), creds={})
+    assert refused.returncode == 1 and "checksum" in refused.stderr
+    occupied = keyhive(site.server, "operator", "restore", "--data-dir", str(site.data), str(tmp_path / "site.backup"),
+                       creds={})
+    assert occupied.returncode == 1 and "not empty" in occupied.stderr
+
+    restored = tmp_path / "restored"
+    ok = keyhive(site.server, "operator", "restore", "--data-dir", str(restored), str(tmp_path / "site.backup"), creds={})
+    assert ok.returncode == 0, ok.stderr
+    elsewhere = start_server(tmp_path, "--data-dir", str(restored))
+    try:
+        _, status = admin_call(elsewhere.endpoint, "GET", "/keyhive/v1/sys/status")
+        assert status["sealed"] is True  # a backup is useless without the seal
+        shares = site.current_shares
+        for share in shares:
+            _, status = admin_call(elsewhere.endpoint, "POST", "/keyhive/v1/sys/unseal", {"share": share})
+        assert status["sealed"] is False
+        client = elsewhere.client(site.creds["AWS_ACCESS_KEY_ID"], site.creds["AWS_SECRET_ACCESS_KEY"])
+        assert client.decrypt(CiphertextBlob=before)["Plaintext"] == PLAINTEXT
+        restored_keys = {k["KeyId"] for k in client.list_keys(Limit=1000)["Keys"]}
+        assert key_id in restored_keys and made[0] in restored_keys  # a consistent point during the load
+        verified = subprocess.run([sys.executable, "-m", "keyhive.cli.main", "audit", "verify", "--data-dir",
+                                   str(restored)], capture_output=True, text=True, timeout=60)
+        assert verified.returncode == 0, verified.stderr
+    finally:
+        elsewhere.stop()

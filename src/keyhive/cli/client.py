@@ -25,8 +25,9 @@ def default_endpoint() -> str:
     return os.environ.get(ENDPOINT_ENV, f"http://127.0.0.1:{DEFAULT_PORT}")
 
 
-def call(endpoint: str, method: str, path: str, body: dict[str, Any] | None = None, *, sign: bool = False) -> tuple[int, dict[str, Any]]:
-    """(HTTP status, JSON reply) of one admin API call."""
+def call(endpoint: str, method: str, path: str, body: dict[str, Any] | None = None, *, sign: bool = False,
+         raw: bool = False) -> tuple[int, Any]:
+    """(HTTP status, JSON reply) of one admin API call; with ``raw``, the reply's bytes when it succeeds."""
     url = endpoint.rstrip("/") + path
     data = json.dumps(body).encode() if body is not None else None
     headers = {"Content-Type": "application/json"}
@@ -34,8 +35,9 @@ def call(endpoint: str, method: str, path: str, body: dict[str, Any] | None = No
         headers = _signed_headers(method, url, data or b"", headers)
     request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read() or b"{}")
+        with urllib.request.urlopen(request, timeout=300) as response:
+            data = response.read()
+            return response.status, data if raw else json.loads(data or b"{}")
     except urllib.error.HTTPError as exc:
         try:
             doc = json.loads(exc.read() or b"{}")

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from keyhive import backup
 from keyhive.cli.audit import add_commands as add_audit_commands
 from keyhive.cli.client import ClientError, call, default_endpoint, error_text
 from keyhive.cli.iam import add_commands as add_iam_commands
@@ -84,6 +85,14 @@ def _parser() -> argparse.ArgumentParser:
     rotate.add_argument("--rewrap", action="store_true",
                         help="then re-wrap every old-term record now and retire unused terms (else the scheduler does)")
     rotate.set_defaults(run=_rotate)
+    backup = ops.add_parser("backup", help="write an online, consistent backup of the server to FILE (admin)")
+    _endpoint_flag(backup)
+    backup.add_argument("file", type=Path, help="where to write the backup")
+    backup.set_defaults(run=_backup)
+    restore = ops.add_parser("restore", help="restore a backup FILE into an empty data directory (offline)")
+    restore.add_argument("--data-dir", type=Path, required=True, help="an empty data directory")
+    restore.add_argument("file", type=Path, help="a file written by 'keyhive operator backup'")
+    restore.set_defaults(run=_restore)
     rekey = ops.add_parser("rekey", help="new key shares from a quorum of the current ones (read from stdin or prompted)")
     _endpoint_flag(rekey)
     rekey.add_argument("--shares", type=int, default=5, help="number of new key shares (default 5)")
@@ -183,6 +192,27 @@ def _seal(args: argparse.Namespace) -> int:
     if code != 200:
         raise ClientError(error_text(doc))
     print("Keyhive is sealed.")
+    return 0
+
+
+def _backup(args: argparse.Namespace) -> int:
+    code, data = call(_endpoint(args), "POST", "/keyhive/v1/sys/backup", {}, sign=True, raw=True)
+    if code != 200:
+        raise ClientError(error_text(data))
+    backup.unpack(data)  # check the checksum before promising anything
+    partial = args.file.with_name(args.file.name + ".partial")
+    partial.write_bytes(data)
+    partial.replace(args.file)
+    print(f"Backup written to {args.file} ({len(data)} bytes). It is sealed: restoring it needs the key shares.")
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    try:
+        backup.restore(args.file, args.data_dir)
+    except (backup.BackupError, OSError) as exc:
+        raise ClientError(str(exc)) from None
+    print(f"Restored into {args.data_dir}. Start 'keyhive server --data-dir {args.data_dir}' and unseal it.")
     return 0
 
 

@@ -4,6 +4,9 @@
     POST /keyhive/v1/sys/init       {"shares", "threshold"} -> shares + first admin, once
     POST /keyhive/v1/sys/unseal     {"share"} -> status
     POST /keyhive/v1/sys/seal       admin, SigV4-signed
+    POST /keyhive/v1/sys/backup     admin: a consistent snapshot, still sealed by the barrier (a file)
+    POST /keyhive/v1/sys/rotate, /rewrap, /keyring   admin: barrier key terms
+    POST /keyhive/v1/sys/rekey      {"old_shares", "shares", "threshold"}: the old quorum is the credential
     POST /keyhive/v1/iam/{Action}   admin, SigV4-signed; Action as in AWS IAM (CreateUser ...)
     POST /keyhive/v1/audit/{Action} LookupEvents, Export; SigV4-signed by a principal whose identity
                                     policy allows cloudtrail:{Action}
@@ -17,6 +20,7 @@ import json
 import time
 from typing import Any
 
+from keyhive import backup
 from keyhive.audit import reader
 from keyhive.errors import (
     AccessDeniedException,
@@ -40,8 +44,8 @@ AUDIT_PREFIX = "/keyhive/v1/audit/"
 
 
 def handle_admin(node: Node, scope: dict[str, Any], body: bytes, regions: frozenset[str] | None,
-                 exchange: Exchange, authz: Authorizer) -> tuple[int, dict[str, Any]]:
-    """(status, JSON reply) for one admin API request; ``exchange`` gathers its audit event."""
+                 exchange: Exchange, authz: Authorizer) -> tuple[int, dict[str, Any] | bytes]:
+    """(status, JSON reply or file bytes) for one admin API request; ``exchange`` gathers its audit event."""
     path, method = scope["path"], scope["method"]
     if path == SYS_PREFIX + "status" and method == "GET":
         return 200, node.status()  # a probe: not audited
@@ -62,6 +66,10 @@ def handle_admin(node: Node, scope: dict[str, Any], body: bytes, regions: frozen
         node.seal()
         sigv4.forget_signing_keys()
         return 200, node.status()
+    if path == SYS_PREFIX + "backup":
+        exchange.event_name = "Backup"
+        exchange.caller = _require_admin(node, authenticate(node, scope, body, regions))
+        return 200, backup.pack(node.storage.snapshot())
     if path == SYS_PREFIX + "rekey":
         exchange.event_name = "Rekey"
         exchange.request = {k: doc.get(k) for k in ("shares", "threshold")}  # never the old shares

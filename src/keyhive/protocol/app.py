@@ -144,6 +144,8 @@ class KeyhiveApp:
             return _json_reply(code, status)
         if path.startswith(ADMIN_PREFIX):
             status, doc = handle_admin(self.node, scope, body, self.regions, exchange, self.authz)
+            if isinstance(doc, bytes):
+                return Reply(status, doc, b"application/octet-stream")
             return _json_reply(status, doc)
         raise UnknownOperationException()
 

@@ -155,12 +155,8 @@ class Pkcs11Seal:
 
         def ensure(session: Any) -> bool:
             _require_gcm(session.token)
-            try:
-                self._find_key(session)
+            if self._find_key(session, missing_ok=True) is not None:
                 return False
-            except HsmKeyNotFound as missing:
-                if _count_keys(session, self.key_label):
-                    raise missing  # there is one, but it is unfit or not alone: never add another
             session.generate_key(
                 pkcs11.KeyType.AES,
                 _ROOT_KEY_BYTES * 8,
@@ -194,14 +190,19 @@ class Pkcs11Seal:
         """``operation(session)`` in a fresh logged-in session, retried once on a reloaded module."""
         module = _module(self.module_path)
         with module.lock:
+            first: HsmError | None = None
             while True:
                 fresh = module.load()
                 try:
                     return self._in_session(action, module.lib, operation, rw)
-                except (HsmTokenNotFound, HsmUnavailable):
+                except (HsmTokenNotFound, HsmUnavailable) as error:
                     module.stale = True  # a token may have come back, or been added, since the load
-                    if fresh:
-                        raise
+                    if not fresh:
+                        first = error
+                        continue
+                    if isinstance(first, HsmUnavailable):  # the token went away while in use
+                        raise HsmUnavailable(f"{first}; after reloading the module: {error}") from None
+                    raise
 
     def _in_session(self, action: str, lib: Any, operation: Callable[[Any], T], rw: bool) -> T:
         try:
@@ -230,25 +231,27 @@ class Pkcs11Seal:
         except p11.PKCS11Error as error:
             raise _unavailable(action, error) from None
 
-    def _find_key(self, session: Any) -> Any:
-        """The one usable AES-256 key with the label; HsmKeyNotFound otherwise."""
+    def _find_key(self, session: Any, *, missing_ok: bool = False) -> Any:
+        """The one usable AES-256 secret key with the label; HsmKeyNotFound otherwise.
+
+        With ``missing_ok``, None when the token has no secret key with the label at all.
+        """
+        A = pkcs11.Attribute
         try:
-            key = session.get_key(
-                object_class=pkcs11.ObjectClass.SECRET_KEY, key_type=pkcs11.KeyType.AES, label=self.key_label
-            )
+            key = session.get_key(object_class=pkcs11.ObjectClass.SECRET_KEY, label=self.key_label)
         except p11.NoSuchKey:
+            if missing_ok:
+                return None
             raise HsmKeyNotFound(f"no key labelled {self.key_label!r} on token {self.token_label!r}") from None
         except p11.MultipleObjectsReturned:
             raise HsmKeyNotFound(
                 f"more than one key labelled {self.key_label!r} on token {self.token_label!r}"
             ) from None
-        attrs = key.get_attributes(
-            [pkcs11.Attribute.SENSITIVE, pkcs11.Attribute.EXTRACTABLE, pkcs11.Attribute.VALUE_LEN]
-        )
-        if not attrs[pkcs11.Attribute.SENSITIVE] or attrs[pkcs11.Attribute.EXTRACTABLE]:
-            raise HsmKeyNotFound(f"the key labelled {self.key_label!r} can be read out of the token: refused")
-        if attrs[pkcs11.Attribute.VALUE_LEN] != _ROOT_KEY_BYTES:
+        attrs = key.get_attributes([A.KEY_TYPE, A.VALUE_LEN, A.SENSITIVE, A.EXTRACTABLE])
+        if attrs[A.KEY_TYPE] != pkcs11.KeyType.AES or attrs[A.VALUE_LEN] != _ROOT_KEY_BYTES:
             raise HsmKeyNotFound(f"the key labelled {self.key_label!r} is not an AES-256 key")
+        if not attrs[A.SENSITIVE] or attrs[A.EXTRACTABLE]:
+            raise HsmKeyNotFound(f"the key labelled {self.key_label!r} can be read out of the token: refused")
         return key
 
 
@@ -338,10 +341,6 @@ def _round_trip_works(key: Any) -> bool:
 def _require_gcm(token: Any) -> None:
     if pkcs11.Mechanism.AES_GCM not in token.slot.get_mechanisms():
         raise HsmError(f"the token {token.label!r} does not offer CKM_AES_GCM, which the PKCS#11 seal needs")
-
-
-def _count_keys(session: Any, label: str) -> int:
-    return sum(1 for _ in session.get_objects({pkcs11.Attribute.LABEL: label}))
 
 
 def _unavailable(action: str, error: Exception) -> HsmUnavailable:

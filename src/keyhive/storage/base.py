@@ -34,6 +34,9 @@ class Storage(Protocol):
         Preconditions: every ``must_be_absent`` path is absent, every ``expect`` path holds that value.
         """
 
+    def snapshot(self) -> bytes:
+        """A consistent copy of everything stored, in this backend's own file format (for backups)."""
+
     def close(self) -> None:
         """Release connections; the storage is unusable afterwards."""
 

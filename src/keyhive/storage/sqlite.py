@@ -9,6 +9,7 @@ waits for the disk.
 from __future__ import annotations
 
 import sqlite3
+import tempfile
 import threading
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -113,6 +114,17 @@ class SQLiteStorage:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def snapshot(self) -> bytes:
+        """An online, consistent copy of the database (SQLite's backup API), as file bytes."""
+        with tempfile.TemporaryDirectory() as tmp:
+            target = sqlite3.connect(Path(tmp) / "snapshot.db")
+            try:
+                self._reader().backup(target)
+                target.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal
+            finally:
+                target.close()
+            return (Path(tmp) / "snapshot.db").read_bytes()
 
     def close(self) -> None:
         with self._lock:
