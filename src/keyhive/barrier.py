@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from typing import Iterable, Mapping
 
 from keyhive import crypto
 from keyhive.blob import MalformedBlob, Record, parse_record
 from keyhive.errors import KMSInternalException, SealedException, StoredRecordCorrupt
 from keyhive.storage import Conflict, Storage
-from keyhive.storage.work import current_work
+from keyhive.storage.work import commit_or_stage, current_work
+
+log = logging.getLogger("keyhive.barrier")
 
 KEYRING_PATH = "core/keyring"
 ROOT_TERM = 0  # records sealed directly by the root key (only the keyring)
@@ -74,7 +77,7 @@ class Barrier:
         return self._active_term, min(keys)
 
     def rotate(self) -> int:
-        """Add a new term and make it active; every older term keeps decrypting. Durable on return."""
+        """Add a new term, active once durable; every older term keeps decrypting."""
         keys = dict(self._require_keys())
         term = max(keys) + 1
         keys[term] = crypto.new_key()
@@ -102,6 +105,9 @@ class Barrier:
                 self.storage.commit({path: self.encrypt(path, self.decrypt(path, raw))}, expect={path: raw})
             except Conflict:
                 continue  # changed meanwhile: the new value is already under the active term
+            except StoredRecordCorrupt as exc:  # reported, left as it is; the other records go on
+                log.error("%s; not re-wrapped", exc.log_detail)
+                continue
             done += 1
         return done
 
@@ -121,10 +127,14 @@ class Barrier:
         return retired
 
     def _write_keyring(self, keys: dict[int, bytes], active: int) -> None:
+        """Store a new keyring; this process uses it only once it is durable (with its audit event)."""
         if self._root_key is None:
             raise SealedException()
-        self.storage.commit({KEYRING_PATH: self._wrap_keyring(self._root_key, keys, active)})
-        self._keys, self._active_term, self.encryptions = keys, active, 0
+
+        def use() -> None:
+            self._keys, self._active_term, self.encryptions = keys, active, 0
+
+        commit_or_stage(self.storage, {KEYRING_PATH: self._wrap_keyring(self._root_key, keys, active)}, then=use)
 
     @staticmethod
     def _wrap_keyring(root_key: bytes, keys: Mapping[int, bytes], active: int) -> bytes:

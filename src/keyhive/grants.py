@@ -126,5 +126,5 @@ def parse_grant_token(token: str) -> tuple[str, str]:
         if doc["v"] != TOKEN_VERSION or not isinstance(doc["k"], str) or not isinstance(doc["g"], str):
             raise ValueError
         return doc["k"], doc["g"]
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError, RecursionError):
         raise InvalidGrantTokenException("The grant token is not valid.") from None

@@ -35,6 +35,7 @@ from keyhive.keystore import Keystore
 from keyhive.seal import KeySeal, Seal, SealError, ShareCollector
 from keyhive.seal.shamir import new_shares
 from keyhive.storage import Conflict, Storage
+from keyhive.storage.work import commit_or_stage
 
 SEAL_CONFIG_PATH = "core/seal-config"
 ROOT_PATH = "core/root"
@@ -123,8 +124,8 @@ class Node:
             records[path] = staging.encrypt(path, raw)
         records.update(signing_key_records(staging))
         staging.seal()
-        try:
-            self.storage.commit(records, must_be_absent=[SEAL_CONFIG_PATH])
+        try:  # with the Init request's audit event, when there is one
+            commit_or_stage(self.storage, records, must_be_absent=[SEAL_CONFIG_PATH])
         except Conflict:
             raise AlreadyInitialized() from None
         return InitResult(printable, threshold, key)
@@ -160,12 +161,13 @@ class Node:
         assert wrapped is not None
         root_key = seal.unwrap_root(wrapped)  # SealError unless the old shares are genuine
         new_seal, printable = new_shares(shares, threshold)
-        self.storage.commit(
+        commit_or_stage(  # durable with the Rekey event, or not at all: shares are never lost halfway
+            self.storage,
             {SEAL_CONFIG_PATH: json.dumps({**config, "shares": shares, "threshold": threshold}).encode(),
              ROOT_PATH: new_seal.wrap_root(root_key)},
             expect={ROOT_PATH: wrapped},
+            then=self._shares.reset,
         )
-        self._shares.reset()
         return printable
 
     def submit_share(self, share: str) -> bool:

@@ -59,6 +59,15 @@ def _stored_head(path: str, raw: bytes) -> Head:
         raise ValueError(f"the head at {path} is unreadable") from None
 
 
+def of_account(trail: Trail, account: str) -> Trail:
+    """Only the events of one account (its principals' calls, and calls on its resources)."""
+    def mine(event: dict[str, Any]) -> bool:
+        return account in (event.get("recipientAccountId"), (event.get("userIdentity") or {}).get("accountId")) or any(
+            r.get("accountId") == account for r in event.get("resources") or [])
+
+    return Trail([r for r in trail.records if mine(r.event)], [], None)
+
+
 def last_usage(storage: Storage, key_arn: str) -> tuple[dict[str, Any] | None, str | None]:
     """(the key's last successful cryptographic use, when tracking began), from the usage index."""
     raw = storage.get(USAGE_PREFIX + key_arn)

@@ -104,6 +104,7 @@ class AuditTrail:
         self._lock = threading.Lock()  # one commit at a time: the chain is sequential
         self._pending: list[_Item] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._failed = False  # a commit failed: memory must be reloaded once nothing is in flight
 
     def __repr__(self) -> str:
         return f"AuditTrail(writer={self.writer!r}, seq={self._chain.seq}, signing={self._signing_key is not None})"
@@ -122,6 +123,18 @@ class AuditTrail:
         with self._lock:
             yield not self._pending
 
+    def sign_head(self) -> None:
+        """Sign the head now if events were chained since the last signature (called when idle)."""
+        with self._lock:
+            if self._signing_key is None or self._chain.seq == 0 or self._pending:
+                return
+            if self._signed is not None and self._signed.seq == self._chain.seq:
+                return
+            raw = crypto.sign(self._signing_key, head_message(self.writer, self._chain.seq, self._chain.hash))
+            head = Head(self.writer, self._chain.seq, self._chain.hash, base64.b64encode(raw).decode())
+            self.storage.commit({HEADS_PREFIX + self.writer: json.dumps(head.to_json()).encode()})
+            self._signed, self._signed_at = head, time.monotonic()
+
     # -- recording ------------------------------------------------------------------------
     async def record(self, event: dict[str, Any], work: UnitOfWork | None = None) -> None:
         """Return once ``event`` (and ``work``'s writes) are durable; raise if they cannot be."""
@@ -137,6 +150,9 @@ class AuditTrail:
         """The synchronous form, for callers outside the event loop (the scheduler's passes)."""
         item = _Item(event, work if work is not None and not work.empty else None)
         self._commit([item])
+        self._settle([item])
+        if not self._pending:
+            self._reload_if_failed()
         if item.error is not None:
             raise item.error
 
@@ -144,6 +160,7 @@ class AuditTrail:
         while self._pending:
             batch, self._pending = self._pending, []
             await asyncio.to_thread(self._commit, batch)
+            self._settle(batch)
             for item in batch:
                 assert item.done is not None
                 if item.error is None:
@@ -151,6 +168,21 @@ class AuditTrail:
                 else:
                     item.done.set_exception(item.error)
                     item.done.exception()  # a relaxed caller may never await it
+        # Nothing is staged-but-uncommitted now (staging and queueing happen without an
+        # await between them), so memory can be rebuilt from storage without losing a change.
+        self._reload_if_failed()
+
+    def _settle(self, batch: list[_Item]) -> None:
+        """On the event loop: run what committed work asked to do once durable."""
+        for item in batch:
+            if item.error is None and item.work is not None:
+                for action in item.work.after_commit:
+                    action()
+
+    def _reload_if_failed(self) -> None:
+        if self._failed:
+            self._failed = False
+            self._on_failure()
 
     def _commit(self, batch: list[_Item]) -> None:
         with self._lock:
@@ -172,7 +204,7 @@ class AuditTrail:
                 item.event = {**item.event, "responseElements": None, "errorCode": item.error.wire_type,
                               "errorMessage": item.error.message or ""}
                 item.work = None
-                self._on_failure()  # memory may hold what the request staged
+                self._failed = True  # memory may hold what the request staged
                 self._write([item])
         except Exception as exc:
             self._refuse([item], exc)
@@ -182,7 +214,7 @@ class AuditTrail:
         error = KMSInternalException()
         for item in batch:
             item.error = error
-        self._on_failure()
+        self._failed = True
 
     def _write(self, batch: list[_Item]) -> None:
         """One transaction: the batch's staged writes, its chained events, the signed head."""
@@ -192,11 +224,16 @@ class AuditTrail:
         puts: dict[str, bytes] = {}
         deletes: list[str] = []
         absent: list[str] = []
+        expect: dict[str, bytes] = {}
         for item in batch:
             if item.work is not None:
+                claimed = set(item.work.must_be_absent) | set(item.work.expect)
+                if claimed & (puts.keys() | set(absent) | set(deletes)):
+                    raise Conflict("two requests in one batch create or change the same record")
                 puts.update(item.work.puts)
                 deletes += item.work.deletes
                 absent += item.work.must_be_absent
+                expect.update(item.work.expect)
         chain = Chain(self.writer)
         chain.seq, chain.hash = self._chain.seq, self._chain.hash
         last: Record | None = None
@@ -210,7 +247,7 @@ class AuditTrail:
         assert last is not None
         head = self._head(last)
         puts[HEADS_PREFIX + self.writer] = json.dumps(head.to_json()).encode()
-        self.storage.commit(puts, deletes, must_be_absent=absent)
+        self.storage.commit(puts, deletes, must_be_absent=absent, expect=expect)
         self._chain.accept(last)
         if head.signature is not None and head.signed_seq is None:  # a new checkpoint, now durable
             self._signed, self._signed_at = head, time.monotonic()

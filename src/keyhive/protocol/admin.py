@@ -62,13 +62,13 @@ def handle_admin(node: Node, scope: dict[str, Any], body: bytes, regions: frozen
         return 200, _unseal(node, doc)
     if path == SYS_PREFIX + "seal":
         exchange.event_name = "Seal"
-        exchange.caller = _require_admin(node, authenticate(node, scope, body, regions))
+        exchange.caller = _require_admin(node, authenticate(node, scope, body, regions), server_wide=True)
         node.seal()
         sigv4.forget_signing_keys()
         return 200, node.status()
     if path == SYS_PREFIX + "backup":
         exchange.event_name = "Backup"
-        exchange.caller = _require_admin(node, authenticate(node, scope, body, regions))
+        exchange.caller = _require_admin(node, authenticate(node, scope, body, regions), server_wide=True)
         return 200, backup.pack(node.storage.snapshot())
     if path == SYS_PREFIX + "rekey":
         exchange.event_name = "Rekey"
@@ -77,29 +77,45 @@ def handle_admin(node: Node, scope: dict[str, Any], body: bytes, regions: frozen
     if path in (SYS_PREFIX + "rotate", SYS_PREFIX + "rewrap", SYS_PREFIX + "keyring"):
         exchange.event_name = {"rotate": "RotateBarrierKey", "rewrap": "RewrapBarrierRecords",
                                "keyring": "DescribeKeyring"}[path.rsplit("/", 1)[1]]
-        exchange.caller = _require_admin(node, authenticate(node, scope, body, regions))
+        exchange.caller = _require_admin(node, authenticate(node, scope, body, regions), server_wide=True)
         return 200, _keyring(node, path.rsplit("/", 1)[1])
     if path.startswith(IAM_PREFIX):
         exchange.source = IAM_SOURCE
         handler = IAM_OPERATIONS.get(exchange.event_name)
         if handler is None:
             raise UnknownOperationException()
-        exchange.caller = _require_admin(node, authenticate(node, scope, body, regions))
+        caller = authenticate(node, scope, body, regions)
+        # An account's admins manage that account; another account's only server-wide admins may.
+        other_account = doc.get("AccountId", caller.account) != caller.account
+        exchange.caller = _require_admin(node, caller, server_wide=other_account)
         exchange.response = handler(node.iam, exchange.caller, doc, time.time())
         return 200, exchange.response
     if path.startswith(AUDIT_PREFIX):
         handler = AUDIT_OPERATIONS.get(exchange.event_name)
         if handler is None:
             raise UnknownOperationException()
-        exchange.caller = authenticate(node, scope, body, regions)
-        authz.check_identity(exchange.caller, f"cloudtrail:{exchange.event_name}")
-        return 200, handler(reader.load(node.storage), doc)
+        caller = exchange.caller = authenticate(node, scope, body, regions)
+        authz.check_identity(caller, f"cloudtrail:{exchange.event_name}")
+        if exchange.event_name == "Export":  # the whole trail, every account: verification needs all of it
+            _require_admin(node, caller, server_wide=True)
+            return 200, handler(reader.load(node.storage), doc)
+        trail = reader.load(node.storage)
+        if not _server_wide_admin(node, caller):  # an account sees its own events only, as in CloudTrail
+            trail = reader.of_account(trail, caller.account)
+        return 200, handler(trail, doc)
     raise UnknownOperationException()
 
 
-def _require_admin(node: Node, caller: Caller) -> Caller:
-    if not node.iam.user(caller.account, caller.user_name).admin:
-        raise AccessDeniedException(f"User: {caller.principal_arn} is not a Keyhive administrator")
+def _server_wide_admin(node: Node, caller: Caller) -> bool:
+    """Admins of the server's own account (``--account-id``) administer the whole server."""
+    return caller.account == node.account_id and node.iam.user(caller.account, caller.user_name).admin
+
+
+def _require_admin(node: Node, caller: Caller, *, server_wide: bool = False) -> Caller:
+    admin = _server_wide_admin(node, caller) if server_wide else node.iam.user(caller.account, caller.user_name).admin
+    if not admin:
+        scope = "a server-wide Keyhive administrator" if server_wide else "a Keyhive administrator"
+        raise AccessDeniedException(f"User: {caller.principal_arn} is not {scope}")
     return caller
 
 
@@ -121,7 +137,9 @@ def _init(node: Node, doc: dict[str, Any]) -> dict[str, Any]:
 def _keyring(node: Node, action: str) -> dict[str, Any]:
     """rotate: a new barrier term; rewrap: re-wrap every old-term record, then retire unused terms."""
     if action == "rotate":
-        node.rotate_barrier()
+        term = node.rotate_barrier()  # active once durable, with this request's event
+        return {"active_term": term, "oldest_term": node.barrier.terms[1], "rewrapped": 0, "retired_terms": [],
+                "encryptions_under_active_term": 0}
     retired: list[int] = []
     rewrapped = 0
     if action == "rewrap":
@@ -172,7 +190,7 @@ def _unseal(node: Node, doc: dict[str, Any]) -> dict[str, Any]:
 def _json_object(body: bytes) -> dict[str, Any]:
     try:
         doc = json.loads(body) if body.strip() else {}
-    except ValueError:
+    except (ValueError, RecursionError):
         raise SerializationException("Malformed JSON in the request body") from None
     if not isinstance(doc, dict):
         raise SerializationException("The request body must be a JSON object")

@@ -29,6 +29,7 @@ _READ_ONLY = re.compile(r"^(Describe|List|Get|Encrypt|Decrypt|ReEncrypt|Generate
                         r"VerifyMac|Sign|Verify|DeriveSharedSecret|Status)")
 _CREDENTIAL = re.compile(rb"Credential=([A-Z0-9]{16,128})/")
 _CREDENTIAL_REGION = re.compile(rb"Credential=[A-Z0-9]{16,128}/\d{8}/([a-z0-9-]{1,64})/")
+_COUNTS = ("shares", "threshold")  # numbers only: a share sent by mistake must not be recorded
 # Admin API fields that may appear in an event; shares and secrets never do.
 _ADMIN_FIELDS = ("UserName", "AccountId", "AccessKeyId", "Status", "PolicyName", "PolicyDocument", "Admin",
                  "Tags", "TagKeys", "shares", "threshold")
@@ -106,7 +107,8 @@ def build_event(exchange: Exchange, scope: dict[str, Any]) -> dict[str, Any]:
         if model and exchange.response is not None and not _READ_ONLY.match(name):
             response = _filtered(model.output_shape, exchange.response)
     else:
-        parameters = {_camel(k): v for k, v in (exchange.request or {}).items() if k in _ADMIN_FIELDS} or None
+        parameters = {_camel(k): v for k, v in (exchange.request or {}).items()
+                      if k in _ADMIN_FIELDS and (k not in _COUNTS or type(v) is int)} or None
         if name == "CreateAccessKey" and exchange.response:
             key = exchange.response.get("AccessKey", {})
             response = {"accessKey": {"accessKeyId": key.get("AccessKeyId"), "userName": key.get("UserName"),

@@ -11,6 +11,7 @@ from keyhive.audit import reader
 from keyhive.errors import ValidationException
 
 MAX_RESULTS = 1000
+MAX_TOKEN_CHARS = 1024
 
 
 def _filters(req: dict[str, Any]) -> reader.Filters:
@@ -33,7 +34,10 @@ def _event_time(wire: str, value: str) -> str:
         raise ValidationException(f"'{wire}' must be an ISO 8601 time, such as 2025-01-31T12:00:00Z") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.timezone.utc)
-    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except OverflowError:  # e.g. year 1 with a positive offset
+        raise ValidationException(f"'{wire}' is out of range") from None
 
 
 def lookup_events(trail: reader.Trail, req: dict[str, Any]) -> dict[str, Any]:
@@ -56,11 +60,13 @@ def _token(position: reader.Position) -> str:
 
 
 def _position(token: Any) -> reader.Position:
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
+        raise ValidationException("'NextToken' is not valid")
     try:
         time, writer, seq = json.loads(base64.urlsafe_b64decode(token.encode()))
         if isinstance(time, str) and isinstance(writer, str) and type(seq) is int:
             return time, writer, seq
-    except (AttributeError, ValueError, TypeError):  # binascii.Error is a ValueError
+    except (AttributeError, ValueError, TypeError, RecursionError):  # binascii.Error is a ValueError
         pass
     raise ValidationException("'NextToken' is not valid")
 

@@ -84,7 +84,7 @@ class Pkcs11Seal:
                 61      in all; any other length or version is refused
 
     The GCM associated data is the version byte followed by the storage path
-    ``core/root``, so a blob moved elsewhere, or re-labelled, does not open.
+    ``core/root``, so a blob moved elsewhere, or given another version byte, does not open.
     Each wrap is decrypted again before it is returned, which catches a token
     that silently substitutes its own IV (some FIPS-mode HSMs do).
     """
@@ -183,7 +183,7 @@ class Pkcs11Seal:
             if not _round_trip_works(self._find_key(session)):
                 raise HsmUnavailable("the HSM key no longer encrypts and decrypts")
 
-        self._run("check the HSM", probe)
+        self._run("check the key", probe)
 
     # -- sessions ---------------------------------------------------------------------
     def _run(self, action: str, operation: Callable[[Any], T], *, rw: bool = False) -> T:
@@ -192,15 +192,16 @@ class Pkcs11Seal:
         with module.lock:
             first: HsmError | None = None
             while True:
-                fresh = module.load()
+                fresh = True
                 try:
+                    fresh = module.load()
                     return self._in_session(action, module.lib, operation, rw)
                 except (HsmTokenNotFound, HsmUnavailable) as error:
                     module.stale = True  # a token may have come back, or been added, since the load
                     if not fresh:
                         first = error
                         continue
-                    if isinstance(first, HsmUnavailable):  # the token went away while in use
+                    if isinstance(first, HsmUnavailable):  # the HSM went away while in use
                         raise HsmUnavailable(f"{first}; after reloading the module: {error}") from None
                     raise
 
@@ -294,7 +295,9 @@ class _Module:
             try:
                 self.lib = pkcs11.lib(self.path)
             except (p11.PKCS11Error, OSError) as error:  # the message is the loader's: a path, no secret
-                raise HsmModuleError(f"cannot load the PKCS#11 module {self.path}: {error}") from None
+                raise HsmModuleError(
+                    f"cannot load the PKCS#11 module {self.path}: {error or type(error).__name__}"
+                ) from None
             self.stale = False
             return True
         if self.stale:

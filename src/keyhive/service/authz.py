@@ -105,7 +105,7 @@ class Authorizer:
                 conditions[f"kms:EncryptionContext:{k}"] = v
         target = resource or (key.arn if key else "*")
         cache_key = (
-            caller.principal_arn, operation, target, self._iam.epoch, self._keystore.epoch,
+            caller.principal_arn, operation, target, caller.region, self._iam.epoch, self._keystore.epoch,
             caller.source_ip, caller.secure_transport, tuple(sorted(conditions.items())),
         )
         verdict = self._verdicts.get(cache_key)
