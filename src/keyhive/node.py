@@ -39,6 +39,8 @@ from keyhive.storage.work import commit_or_stage
 
 SEAL_CONFIG_PATH = "core/seal-config"
 ROOT_PATH = "core/root"
+RECOVERY_CHECK_PATH = "core/recovery"  # with an HSM seal: proves a quorum of recovery shares
+RECOVERY_CHECK = b"keyhive-recovery-check-v1".ljust(32, b"\0")
 ADMIN_USER = "admin"
 
 
@@ -61,12 +63,13 @@ class InitResult:
 
 
 class Node:
-    def __init__(self, storage: Storage, *, account_id: str) -> None:
+    def __init__(self, storage: Storage, *, account_id: str, hsm: Seal | None = None) -> None:
         self.storage = storage
         self.account_id = account_id
         self.barrier = Barrier(storage)
         self.keystore = Keystore(self.barrier)
         self.iam = IdentityStore(self.barrier)
+        self.hsm = hsm  # an auto-unseal seal (PKCS#11): wraps the root key; shares only recover
         self.audit = AuditTrail(storage, self.barrier, on_failure=self._reload)
         self._shares = ShareCollector()
 
@@ -105,7 +108,16 @@ class Node:
         """Create the root key, its seal and the first admin; the node stays sealed."""
         if self._seal_config() is not None:  # cheap refusal; the commit below settles races
             raise AlreadyInitialized()
-        seal, printable = new_shares(shares, threshold)
+        recovery_records: dict[str, bytes] = {}
+        if self.hsm is not None:
+            # The HSM wraps the root key; the shares rebuild a recovery key that authorizes
+            # operator actions and decrypts nothing.
+            self.hsm.ensure_key()  # type: ignore[attr-defined]
+            seal: Seal = self.hsm
+            recovery, printable = new_shares(shares, threshold)
+            recovery_records[RECOVERY_CHECK_PATH] = recovery.wrap_root(RECOVERY_CHECK)
+        else:
+            seal, printable = new_shares(shares, threshold)
         root_key = crypto.new_key()
         now = time.time()
         admin = User(self.account_id, ADMIN_USER, "AIDAKEYHIVEADMIN00001", now, admin=True)
@@ -116,6 +128,7 @@ class Node:
             SEAL_CONFIG_PATH: json.dumps({"type": seal.kind, "shares": shares, "threshold": threshold}).encode(),
             ROOT_PATH: seal.wrap_root(root_key),
             **self.barrier.create_keyring(root_key),
+            **recovery_records,
         }
         # The admin's records must go under the barrier: open it briefly with the new root.
         staging = Barrier(_Overlay(self.storage, records))  # type: ignore[arg-type]
@@ -124,8 +137,9 @@ class Node:
             records[path] = staging.encrypt(path, raw)
         records.update(signing_key_records(staging))
         staging.seal()
-        try:  # with the Init request's audit event, when there is one
-            commit_or_stage(self.storage, records, must_be_absent=[SEAL_CONFIG_PATH])
+        try:  # with the Init request's audit event, when there is one; an HSM node then unseals itself
+            commit_or_stage(self.storage, records, must_be_absent=[SEAL_CONFIG_PATH],
+                            then=self.auto_unseal if self.hsm is not None else None)
         except Conflict:
             raise AlreadyInitialized() from None
         return InitResult(printable, threshold, key)
@@ -177,11 +191,18 @@ class Node:
             raise NotInitialized()
         if not self.sealed:
             return True
+        if config["type"] != "shamir":
+            raise SealError(f"this server unseals with its {config['type']} seal, not with key shares")
         seal = self._shares.add(share, config["threshold"])
         if seal is None:
             return False
         self.unseal_with(seal)
         return True
+
+    def auto_unseal(self) -> None:
+        """Unseal with the HSM, if this node has one and is initialized and sealed. Raises SealError."""
+        if self.hsm is not None and self.sealed and self._seal_config() is not None:
+            self.unseal_with(self.hsm)
 
     def unseal_with(self, seal: Seal) -> None:
         wrapped = self.storage.get(ROOT_PATH)

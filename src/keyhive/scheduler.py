@@ -16,6 +16,7 @@ from keyhive.audit.events import service_event
 from keyhive.barrier import MAX_ENCRYPTIONS_PER_TERM
 from keyhive.keystore import KeyRecord
 from keyhive.node import Node
+from keyhive.seal import SealError
 
 log = logging.getLogger("keyhive.scheduler")
 
@@ -34,6 +35,7 @@ def expiry_due(key: KeyRecord, now: float) -> bool:
 
 def run_due_work(node: Node, now: float) -> None:
     """One pass over every key, and the barrier's own upkeep: a sealed node has nothing it can do."""
+    _watch_hsm(node)
     if node.sealed:
         return
     for key in list(node.keystore.all_keys()):
@@ -52,6 +54,25 @@ def run_due_work(node: Node, now: float) -> None:
         node.audit.sign_head()  # an idle writer's last events get their signature too
     except Exception:
         log.exception("barrier upkeep failed")
+
+
+def _watch_hsm(node: Node) -> None:
+    """An HSM that goes away seals the node (crypto calls then fail fast); when it is back, unseal."""
+    if node.hsm is None or not node.status()["initialized"]:
+        return
+    try:
+        node.hsm.check()  # type: ignore[attr-defined]
+    except SealError as exc:
+        if not node.sealed:
+            log.error("HSM check failed, sealing: %s", exc)
+            node.seal()
+        return
+    if node.sealed:
+        try:
+            node.auto_unseal()
+            log.info("HSM reachable again: unsealed")
+        except SealError as exc:
+            log.error("HSM unseal failed: %s", exc)
 
 
 def _barrier_upkeep(node: Node) -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 import uvicorn
 
 from keyhive.node import AlreadyInitialized, Node, dev_unseal
+from keyhive.seal import SealError
+from keyhive.seal.pkcs11 import PIN_ENV, Pkcs11Seal, read_pin
 from keyhive.protocol.app import KeyhiveApp
 from keyhive.storage import open_storage
 
@@ -36,6 +38,11 @@ class ServerConfig:
     log_level: str = "info"
     scheduler_interval: float = 60.0
     audit_durable: bool = True
+    seal: str = "shamir"  # or "pkcs11"
+    pkcs11_module: str | None = None
+    pkcs11_token_label: str | None = None
+    pkcs11_key_label: str | None = None
+    pkcs11_pin_file: str | None = None
 
 
 DEV_BANNER = """\
@@ -58,8 +65,13 @@ def build_app(config: ServerConfig) -> KeyhiveApp:
         if not config.dev:
             raise SystemExit("keyhive server: --data-dir is required (or use --dev)")
         data_dir = Path(tempfile.mkdtemp(prefix="keyhive-dev-"))
-    node = Node(open_storage(data_dir), account_id=config.account_id)
+    node = Node(open_storage(data_dir), account_id=config.account_id, hsm=_hsm(config))
     node.audit.durable = config.audit_durable
+    if node.hsm is not None:
+        try:
+            node.auto_unseal()  # an initialized HSM node unseals itself at start
+        except SealError as exc:
+            raise SystemExit(f"keyhive server: cannot unseal with the HSM: {exc}") from None
     if config.dev:
         try:
             result = dev_unseal(
@@ -84,6 +96,24 @@ def build_app(config: ServerConfig) -> KeyhiveApp:
             flush=True,
         )
     return KeyhiveApp(node, regions=config.regions, scheduler_interval=config.scheduler_interval)
+
+
+def _hsm(config: ServerConfig) -> Pkcs11Seal | None:
+    if config.seal != "pkcs11":
+        return None
+    if config.dev:
+        raise SystemExit("keyhive server: --dev keeps its root key in memory; it takes no --seal pkcs11")
+    missing = [flag for flag, value in (("--pkcs11-module", config.pkcs11_module),
+                                         ("--pkcs11-token-label", config.pkcs11_token_label),
+                                         ("--pkcs11-key-label", config.pkcs11_key_label)) if not value]
+    if missing:
+        raise SystemExit(f"keyhive server: --seal pkcs11 needs {', '.join(missing)}")
+    try:
+        pin = read_pin(file=config.pkcs11_pin_file)
+        os.environ.pop(PIN_ENV, None)  # read once; not inherited by anything started later
+        return Pkcs11Seal(config.pkcs11_module, config.pkcs11_token_label, config.pkcs11_key_label, pin)  # type: ignore[arg-type]
+    except SealError as exc:
+        raise SystemExit(f"keyhive server: {exc}") from None
 
 
 def serve(config: ServerConfig) -> None:

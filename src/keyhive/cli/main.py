@@ -53,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
     server.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     server.add_argument("--scheduler-interval", type=float, default=60.0, help="seconds between deletion/rotation passes")
+    server.add_argument("--seal", choices=["shamir", "pkcs11"], default="shamir",
+                        help="shamir: key shares unseal (default); pkcs11: an HSM key wraps the root key, auto-unseal")
+    server.add_argument("--pkcs11-module", help="path of the PKCS#11 library (e.g. libsofthsm2.so)")
+    server.add_argument("--pkcs11-token-label", help="label of the HSM token")
+    server.add_argument("--pkcs11-key-label", help="label of the AES key in the token (created at init if absent)")
+    server.add_argument("--pkcs11-pin-file", help="file holding the token PIN (else $KEYHIVE_PKCS11_PIN; never a flag)")
     server.add_argument("--audit-durability", choices=["full", "relaxed"], default="full",
                         help="full: every reply waits until its audit event is durable (default); relaxed: "
                              "read-only calls reply before their event is written (benchmarks only)")
@@ -126,6 +132,11 @@ def _server(args: argparse.Namespace) -> int:
             log_level=args.log_level,
             scheduler_interval=args.scheduler_interval,
             audit_durable=args.audit_durability == "full",
+            seal=args.seal,
+            pkcs11_module=args.pkcs11_module,
+            pkcs11_token_label=args.pkcs11_token_label,
+            pkcs11_key_label=args.pkcs11_key_label,
+            pkcs11_pin_file=args.pkcs11_pin_file,
         )
     )
     return 0
@@ -160,12 +171,18 @@ def _init(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc))
         return 0
-    for i, share in enumerate(doc["shares"], 1):
-        print(f"Key share {i}: {share}")
+    recovery = "recovery_shares" in doc
+    shares = doc["recovery_shares"] if recovery else doc["shares"]
+    for i, share in enumerate(shares, 1):
+        print(f"{'Recovery' if recovery else 'Key'} share {i}: {share}")
     print(f"\nAdmin access key id:     {doc['access_key_id']}")
     print(f"Admin secret access key: {doc['secret_access_key']}")
+    if recovery:
+        print(f"\nKeyhive is initialized and unsealed by its HSM. {doc['threshold']} of these {len(shares)} recovery\n"
+              "shares authorize recovery operations; they decrypt nothing. They and the secret are shown only once.")
+        return 0
     print(
-        f"\nKeyhive is initialized and sealed. Give {doc['threshold']} of these {len(doc['shares'])} shares to\n"
+        f"\nKeyhive is initialized and sealed. Give {doc['threshold']} of these {len(shares)} shares to\n"
         "'keyhive operator unseal' to unseal it. The shares and the secret are shown only\n"
         "this once: store each share with a different person."
     )

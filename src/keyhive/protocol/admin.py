@@ -127,7 +127,8 @@ def _init(node: Node, doc: dict[str, Any]) -> dict[str, Any]:
     except AlreadyInitialized:
         raise ValidationException("Keyhive is already initialized") from None
     return {
-        "shares": result.shares,
+        # With an HSM seal the shares only recover (authorize operator actions): they are named so.
+        ("recovery_shares" if node.hsm is not None else "shares"): result.shares,
         "threshold": result.threshold,
         "access_key_id": result.access_key.access_key_id,
         "secret_access_key": result.access_key.secret_access_key,
