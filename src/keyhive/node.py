@@ -35,7 +35,7 @@ from keyhive.keystore import Keystore
 from keyhive.seal import KeySeal, Seal, SealError, ShareCollector
 from keyhive.seal.shamir import new_shares
 from keyhive.storage import Conflict, Storage
-from keyhive.storage.work import commit_or_stage
+from keyhive.storage.work import commit_or_stage, current_work
 
 SEAL_CONFIG_PATH = "core/seal-config"
 ROOT_PATH = "core/root"
@@ -165,12 +165,10 @@ class Node:
             raise NotInitialized()
         if config["type"] != "shamir":
             raise SealError(f"rekey applies to the Shamir seal, not {config['type']}")
-        collector = ShareCollector()
-        seal = None
-        for share in old_shares:
-            seal = collector.add(share, config["threshold"]) or seal
-        if seal is None:
-            raise SealError(f"rekey needs {config['threshold']} distinct current shares")
+        try:
+            seal = self._quorum(old_shares, config["threshold"])
+        except SealError:
+            raise SealError(f"rekey needs {config['threshold']} distinct current shares") from None
         wrapped = self.storage.get(ROOT_PATH)
         assert wrapped is not None
         root_key = seal.unwrap_root(wrapped)  # SealError unless the old shares are genuine
@@ -183,6 +181,53 @@ class Node:
             then=self._shares.reset,
         )
         return printable
+
+    def migrate_seal(self, to: str, shares: list[str]) -> None:
+        """Move the root key between the Shamir seal and the HSM, authorized by a quorum of shares.
+
+        To the HSM: the unseal shares unwrap the root key, the HSM wraps it, and the same
+        shares become recovery shares (they decrypt nothing any more).  Back to Shamir: the
+        recovery shares are checked, and become unseal shares again.  The root key, and so
+        every record, stays as it is.
+        """
+        config = self._seal_config()
+        if config is None:
+            raise NotInitialized()
+        if self.hsm is None:
+            raise SealError("start the server with --seal pkcs11 and its token flags to migrate to or from the HSM")
+        if config["type"] == to:
+            raise SealError(f"the seal is already {to}")
+        quorum = self._quorum(shares, config["threshold"])
+        wrapped = self.storage.get(ROOT_PATH)
+        assert wrapped is not None
+        if to == "pkcs11":
+            root_key = quorum.unwrap_root(wrapped)
+            self.hsm.ensure_key()  # type: ignore[attr-defined]
+            puts = {ROOT_PATH: self.hsm.wrap_root(root_key), RECOVERY_CHECK_PATH: quorum.wrap_root(RECOVERY_CHECK)}
+            deletes: list[str] = []
+        else:
+            check = self.storage.get(RECOVERY_CHECK_PATH)
+            if check is None or quorum.unwrap_root(check) != RECOVERY_CHECK:
+                raise SealError("the recovery shares do not match this server")
+            root_key = self.hsm.unwrap_root(wrapped)
+            puts, deletes = {ROOT_PATH: quorum.wrap_root(root_key)}, [RECOVERY_CHECK_PATH]
+        puts[SEAL_CONFIG_PATH] = json.dumps({**config, "type": to}).encode()
+        work = current_work()
+        if work is None:
+            self.storage.commit(puts, deletes, expect={ROOT_PATH: wrapped})
+            self.auto_unseal()
+        else:
+            work.stage(self.storage, puts, deletes, (), {ROOT_PATH: wrapped})
+            work.after_commit.append(self.auto_unseal)
+
+    def _quorum(self, shares: list[str], threshold: int) -> KeySeal:
+        collector = ShareCollector()
+        seal = None
+        for share in shares:
+            seal = collector.add(share, threshold) or seal
+        if seal is None:
+            raise SealError(f"{threshold} distinct shares are needed")
+        return seal
 
     def submit_share(self, share: str) -> bool:
         """Add one unseal share; True once the node is unsealed. Raises SealError."""
@@ -201,7 +246,8 @@ class Node:
 
     def auto_unseal(self) -> None:
         """Unseal with the HSM, if this node has one and is initialized and sealed. Raises SealError."""
-        if self.hsm is not None and self.sealed and self._seal_config() is not None:
+        config = self._seal_config()
+        if self.hsm is not None and self.sealed and config is not None and config["type"] == self.hsm.kind:
             self.unseal_with(self.hsm)
 
     def unseal_with(self, seal: Seal) -> None:

@@ -58,7 +58,7 @@ def run_due_work(node: Node, now: float) -> None:
 
 def _watch_hsm(node: Node) -> None:
     """An HSM that goes away seals the node (crypto calls then fail fast); when it is back, unseal."""
-    if node.hsm is None or not node.status()["initialized"]:
+    if node.hsm is None or node.status()["seal_type"] != node.hsm.kind:
         return
     try:
         node.hsm.check()  # type: ignore[attr-defined]

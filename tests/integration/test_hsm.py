@@ -95,3 +95,61 @@ def test_dev_mode_takes_no_hsm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     done = subprocess.run([sys.executable, "-m", "keyhive.cli.main", "server", "--dev", "--seal", "pkcs11"],
                           env={**os.environ, **token.env}, capture_output=True, text=True, timeout=30)
     assert done.returncode != 0 and "takes no --seal pkcs11" in done.stderr
+
+
+def keyhive(endpoint: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "keyhive.cli.main", *args], input=stdin, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "KEYHIVE_ENDPOINT": endpoint})
+
+
+def test_seal_migration_both_ways_loses_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = new_token(tmp_path, monkeypatch)
+    data = tmp_path / "data"
+    env = {"KEYHIVE_PKCS11_PIN": token.pin, "SOFTHSM2_CONF": str(token.conf)}
+
+    server = start_server(tmp_path, "--data-dir", str(data))  # an ordinary Shamir installation
+    _, init = admin_call(server.endpoint, "POST", "/keyhive/v1/sys/init", {"shares": 3, "threshold": 2})
+    shares = init["shares"]
+    for share in shares[:2]:
+        admin_call(server.endpoint, "POST", "/keyhive/v1/sys/unseal", {"share": share})
+    kms = server.client(init["access_key_id"], init["secret_access_key"])
+    blob = kms.encrypt(KeyId=kms.create_key()["KeyMetadata"]["KeyId"], Plaintext=PLAINTEXT)["CiphertextBlob"]
+    server.stop()
+
+    # Shamir -> PKCS#11: the server starts with the HSM flags, still sealed by the shares
+    server = start_server(tmp_path, *hsm_args(token, data), env=env)
+    try:
+        assert admin_call(server.endpoint, "GET", "/keyhive/v1/sys/status")[1]["sealed"] is True
+        refused = keyhive(server.endpoint, "operator", "migrate-seal", "--to", "pkcs11", stdin=shares[0] + "\n")
+        assert refused.returncode == 1 and "2 distinct shares are needed" in refused.stderr
+        moved = keyhive(server.endpoint, "operator", "migrate-seal", "--to", "pkcs11", stdin="\n".join(shares[1:]))
+        assert moved.returncode == 0, moved.stderr
+        status = admin_call(server.endpoint, "GET", "/keyhive/v1/sys/status")[1]
+        assert (status["seal_type"], status["sealed"]) == ("pkcs11", False)
+        kms = server.client(init["access_key_id"], init["secret_access_key"])
+        assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == PLAINTEXT
+    finally:
+        server.stop()
+
+    server = start_server(tmp_path, *hsm_args(token, data), env=env)  # unseals itself from now on
+    try:
+        assert admin_call(server.endpoint, "GET", "/keyhive/v1/sys/status")[1]["sealed"] is False
+        # PKCS#11 -> Shamir, with the shares (now recovery shares)
+        wrong = keyhive(server.endpoint, "operator", "migrate-seal", "--to", "shamir",
+                        stdin=shares[0] + "\n" + shares[0][:-4] + "AAA=\n")
+        assert wrong.returncode == 1 and "refused" in wrong.stderr
+        back = keyhive(server.endpoint, "operator", "migrate-seal", "--to", "shamir", stdin="\n".join(shares[:2]))
+        assert back.returncode == 0, back.stderr
+    finally:
+        server.stop()
+
+    server = start_server(tmp_path, "--data-dir", str(data))  # no HSM any more: the shares unseal
+    try:
+        status: dict = {}
+        for share in (shares[0], shares[2]):
+            _, status = admin_call(server.endpoint, "POST", "/keyhive/v1/sys/unseal", {"share": share})
+        assert (status["seal_type"], status["sealed"]) == ("shamir", False)
+        kms = server.client(init["access_key_id"], init["secret_access_key"])
+        assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == PLAINTEXT
+    finally:
+        server.stop()

@@ -99,6 +99,11 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("--data-dir", type=Path, required=True, help="an empty data directory")
     restore.add_argument("file", type=Path, help="a file written by 'keyhive operator backup'")
     restore.set_defaults(run=_restore)
+    migrate = ops.add_parser("migrate-seal", help="move the root key to the HSM or back, with a quorum of shares "
+                                                  "(read from stdin or prompted)")
+    _endpoint_flag(migrate)
+    migrate.add_argument("--to", required=True, choices=["pkcs11", "shamir"], help="the seal to move to")
+    migrate.set_defaults(run=_migrate_seal)
     rekey = ops.add_parser("rekey", help="new key shares from a quorum of the current ones (read from stdin or prompted)")
     _endpoint_flag(rekey)
     rekey.add_argument("--shares", type=int, default=5, help="number of new key shares (default 5)")
@@ -245,16 +250,34 @@ def _rotate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rekey(args: argparse.Namespace) -> int:
+def _read_quorum(args: argparse.Namespace, what: str) -> list[str]:
+    """As many shares as the server's threshold: prompted on a terminal, else one per line of stdin."""
     code, status = call(_endpoint(args), "GET", "/keyhive/v1/sys/status")
     if code != 200 or not status.get("initialized"):
         raise ClientError("Keyhive is not initialized" if code == 200 else error_text(status))
     needed = status["threshold"]
     if sys.stdin.isatty():
-        old = [getpass.getpass(f"Current key share {i + 1} of {needed} (hidden): ") for i in range(needed)]
+        return [getpass.getpass(f"{what} {i + 1} of {needed} (hidden): ").strip() for i in range(needed)]
+    return [line.strip() for line in sys.stdin.read().split() if line.strip()]
+
+
+def _migrate_seal(args: argparse.Namespace) -> int:
+    body = {"to": args.to, "shares": _read_quorum(args, "Key share")}
+    code, doc = call(_endpoint(args), "POST", "/keyhive/v1/sys/migrate-seal", body)
+    if code != 200:
+        raise ClientError(error_text(doc))
+    if args.to == "pkcs11":
+        print("The root key is now wrapped by the HSM; the server unseals itself. The key shares are now\n"
+              "recovery shares: they authorize recovery operations and decrypt nothing.")
     else:
-        old = [line for line in sys.stdin.read().split() if line]
-    body = {"old_shares": [s.strip() for s in old], "shares": args.shares, "threshold": args.threshold}
+        print("The root key is now wrapped by the key shares. Restart the server without --seal pkcs11\n"
+              "and unseal it with the shares.")
+    return 0
+
+
+def _rekey(args: argparse.Namespace) -> int:
+    old = _read_quorum(args, "Current key share")
+    body = {"old_shares": old, "shares": args.shares, "threshold": args.threshold}
     code, doc = call(_endpoint(args), "POST", "/keyhive/v1/sys/rekey", body)
     if code != 200:
         raise ClientError(error_text(doc))

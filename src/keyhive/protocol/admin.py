@@ -70,6 +70,10 @@ def handle_admin(node: Node, scope: dict[str, Any], body: bytes, regions: frozen
         exchange.event_name = "Backup"
         exchange.caller = _require_admin(node, authenticate(node, scope, body, regions), server_wide=True)
         return 200, backup.pack(node.storage.snapshot())
+    if path == SYS_PREFIX + "migrate-seal":
+        exchange.event_name = "MigrateSeal"
+        exchange.request = {"to": doc.get("to")}  # never the shares
+        return 200, _migrate(node, doc)
     if path == SYS_PREFIX + "rekey":
         exchange.event_name = "Rekey"
         exchange.request = {k: doc.get(k) for k in ("shares", "threshold")}  # never the old shares
@@ -152,6 +156,21 @@ def _keyring(node: Node, action: str) -> dict[str, Any]:
     active, oldest = node.barrier.terms
     return {"active_term": active, "oldest_term": oldest, "rewrapped": rewrapped, "retired_terms": retired,
             "encryptions_under_active_term": node.barrier.encryptions}
+
+
+def _migrate(node: Node, doc: dict[str, Any]) -> dict[str, Any]:
+    to, shares = doc.get("to"), doc.get("shares")
+    if to not in ("shamir", "pkcs11"):
+        raise ValidationException("'to' must be shamir or pkcs11")
+    if not isinstance(shares, list) or not all(isinstance(s, str) for s in shares):
+        raise ValidationException("'shares' must be a list of strings")
+    try:
+        node.migrate_seal(to, shares)
+    except NotInitialized:
+        raise ValidationException("Keyhive is not initialized.") from None
+    except SealError as exc:
+        raise ValidationException(f"Seal migration refused: {exc}") from None
+    return {"seal_type": to}
 
 
 def _rekey(node: Node, doc: dict[str, Any]) -> dict[str, Any]:
