@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 from typing import Iterable, Mapping
 
 from keyhive import crypto
@@ -37,6 +38,7 @@ class Barrier:
         self._keys: dict[int, bytes] = {}
         self._active_term = 0
         self._root_key: bytes | None = None  # kept while unsealed: rotation rewrites the keyring
+        self.active_since = 0.0  # when the active term was made (epoch seconds)
         self.encryptions = 0  # under the active term, by this process
 
     def __repr__(self) -> str:
@@ -50,7 +52,7 @@ class Barrier:
     def create_keyring(self, root_key: bytes) -> dict[str, bytes]:
         """The sealed keyring record for a new installation (term 1), to be committed."""
         keyring = {1: crypto.new_key()}
-        return {KEYRING_PATH: self._wrap_keyring(root_key, keyring, active=1)}
+        return {KEYRING_PATH: self._wrap_keyring(root_key, keyring, active=1, since=time.time())}
 
     def unseal(self, root_key: bytes) -> None:
         """Load the keyring with ``root_key``; raises crypto.DecryptionFailed if it is wrong."""
@@ -62,6 +64,7 @@ class Barrier:
         doc = json.loads(self._open(root_key, KEYRING_PATH, raw))
         self._keys = {int(t): base64.b64decode(k) for t, k in doc["keys"].items()}
         self._active_term = int(doc["active"])
+        self.active_since = float(doc.get("since", 0.0))
         self._root_key = root_key
 
     def seal(self) -> None:
@@ -81,7 +84,7 @@ class Barrier:
         keys = dict(self._require_keys())
         term = max(keys) + 1
         keys[term] = crypto.new_key()
-        self._write_keyring(keys, term)
+        self._write_keyring(keys, term, time.time())
         return term
 
     def rewrap(self, batch: int = 500) -> int:
@@ -123,22 +126,26 @@ class Barrier:
                     pass
         retired = sorted(t for t in keys if t not in in_use)
         if retired:
-            self._write_keyring({t: k for t, k in keys.items() if t in in_use}, self._active_term)
+            self._write_keyring({t: k for t, k in keys.items() if t in in_use}, self._active_term, self.active_since)
         return retired
 
-    def _write_keyring(self, keys: dict[int, bytes], active: int) -> None:
+    def _write_keyring(self, keys: dict[int, bytes], active: int, since: float) -> None:
         """Store a new keyring; this process uses it only once it is durable (with its audit event)."""
         if self._root_key is None:
             raise SealedException()
 
         def use() -> None:
-            self._keys, self._active_term, self.encryptions = keys, active, 0
+            if active != self._active_term:
+                self.encryptions = 0
+            self._keys, self._active_term, self.active_since = keys, active, since
 
-        commit_or_stage(self.storage, {KEYRING_PATH: self._wrap_keyring(self._root_key, keys, active)}, then=use)
+        commit_or_stage(self.storage, {KEYRING_PATH: self._wrap_keyring(self._root_key, keys, active, since)},
+                        then=use)
 
     @staticmethod
-    def _wrap_keyring(root_key: bytes, keys: Mapping[int, bytes], active: int) -> bytes:
-        doc = {"active": active, "keys": {str(t): base64.b64encode(k).decode() for t, k in keys.items()}}
+    def _wrap_keyring(root_key: bytes, keys: Mapping[int, bytes], active: int, since: float) -> bytes:
+        doc = {"active": active, "since": since,
+               "keys": {str(t): base64.b64encode(k).decode() for t, k in keys.items()}}
         return _seal_record(root_key, ROOT_TERM, KEYRING_PATH, json.dumps(doc).encode())
 
     # -- records ------------------------------------------------------------------

@@ -70,6 +70,7 @@ class Node:
         self.keystore = Keystore(self.barrier)
         self.iam = IdentityStore(self.barrier)
         self.hsm = hsm  # an auto-unseal seal (PKCS#11): wraps the root key; shares only recover
+        self.barrier_rotation_interval = 0.0  # seconds; 0: rotate only by encryption count
         self.audit = AuditTrail(storage, self.barrier, on_failure=self._reload)
         self._shares = ShareCollector()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Callable
 
 from keyhive import limits
@@ -76,9 +77,12 @@ def _watch_hsm(node: Node) -> None:
 
 
 def _barrier_upkeep(node: Node) -> None:
-    """Rotate the barrier key before GCM's nonce bound nears; re-wrap old records a batch a pass."""
+    """Rotate the barrier key before GCM's nonce bound nears, or when its interval is up;
+    re-wrap old records a batch a pass."""
     if node.barrier.encryptions >= MAX_ENCRYPTIONS_PER_TERM:
         log.info("barrier key term %d rotated after %d encryptions", node.rotate_barrier(), MAX_ENCRYPTIONS_PER_TERM)
+    elif node.barrier_rotation_interval and time.time() - node.barrier.active_since >= node.barrier_rotation_interval:
+        log.info("barrier key term %d rotated: its interval was up", node.rotate_barrier())
     active, oldest = node.barrier.terms
     if oldest != active:
         done, retired = node.rewrap_and_retire()

@@ -38,6 +38,7 @@ class ServerConfig:
     log_level: str = "info"
     scheduler_interval: float = 60.0
     audit_durable: bool = True
+    barrier_rotation_days: float = 0.0
     seal: str = "shamir"  # or "pkcs11"
     pkcs11_module: str | None = None
     pkcs11_token_label: str | None = None
@@ -67,6 +68,7 @@ def build_app(config: ServerConfig) -> KeyhiveApp:
         data_dir = Path(tempfile.mkdtemp(prefix="keyhive-dev-"))
     node = Node(open_storage(data_dir), account_id=config.account_id, hsm=_hsm(config))
     node.audit.durable = config.audit_durable
+    node.barrier_rotation_interval = config.barrier_rotation_days * 86400
     if node.hsm is not None:
         try:
             node.auto_unseal()  # an initialized HSM node unseals itself at start

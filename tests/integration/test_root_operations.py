@@ -188,3 +188,23 @@ def test_backup_under_load_restores_elsewhere(site: Installation, tmp_path: Path
         assert verified.returncode == 0, verified.stderr
     finally:
         elsewhere.stop()
+
+
+def test_barrier_rotates_itself_when_its_interval_is_up(tmp_path: Path) -> None:
+    server = start_server(tmp_path, "--dev", "--data-dir", str(tmp_path / "data"), "--scheduler-interval", "0.1",
+                          "--barrier-rotation-days", str(0.5 / 86400))  # half a second
+    try:
+        kms = server.client()
+        key_id = kms.create_key()["KeyMetadata"]["KeyId"]
+        blob = kms.encrypt(KeyId=key_id, Plaintext=PLAINTEXT)["CiphertextBlob"]
+        import time
+
+        deadline = time.monotonic() + 15
+        while max(terms_on_disk(tmp_path / "data")) < 3:  # rotated twice, old records re-wrapped
+            assert time.monotonic() < deadline, terms_on_disk(tmp_path / "data")
+            kms.tag_resource(KeyId=key_id, Tags=[{"TagKey": "t", "TagValue": str(time.monotonic())}])
+            time.sleep(0.2)
+        assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == PLAINTEXT
+    finally:
+        server.stop()
+    assert "rotated: its interval was up" in server.log()

@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
     server.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     server.add_argument("--scheduler-interval", type=float, default=60.0, help="seconds between deletion/rotation passes")
+    server.add_argument("--barrier-rotation-days", type=float, default=0.0,
+                        help="rotate the barrier key after this many days (default 0: only by encryption count)")
     server.add_argument("--seal", choices=["shamir", "pkcs11"], default="shamir",
                         help="shamir: key shares unseal (default); pkcs11: an HSM key wraps the root key, auto-unseal")
     server.add_argument("--pkcs11-module", help="path of the PKCS#11 library (e.g. libsofthsm2.so)")
@@ -137,6 +139,7 @@ def _server(args: argparse.Namespace) -> int:
             log_level=args.log_level,
             scheduler_interval=args.scheduler_interval,
             audit_durable=args.audit_durability == "full",
+            barrier_rotation_days=args.barrier_rotation_days,
             seal=args.seal,
             pkcs11_module=args.pkcs11_module,
             pkcs11_token_label=args.pkcs11_token_label,
