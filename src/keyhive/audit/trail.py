@@ -151,7 +151,9 @@ class AuditTrail:
         item = _Item(event, work if work is not None and not work.empty else None)
         self._commit([item])
         self._settle([item])
-        if not self._pending:
+        # A running flusher may hold a batch taken from _pending but not yet committed (its
+        # thread waits for the lock): it reloads itself once that batch is durable.
+        if not self._pending and (self._flusher is None or self._flusher.done()):
             self._reload_if_failed()
         if item.error is not None:
             raise item.error

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import re
+import time
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from keyhive import policy
@@ -69,8 +70,13 @@ class Authorizer:
         return resource.startswith("user/") and self._iam.user_exists(principal)
 
     def check_identity(self, caller: "Caller", action: str) -> None:
-        """Identity policies alone decide actions outside KMS (``cloudtrail:LookupEvents`` ...)."""
-        request = policy.RequestContext(caller.principal_arn, caller.account, action, "*")
+        """Identity policies alone decide actions outside KMS (``cloudtrail:LookupEvents`` ...).
+
+        The global condition keys apply as they do to KMS actions: without them a Deny
+        conditioned on the source IP, the transport or the region would never match.
+        """
+        keys = self._global_keys(caller, time.time())
+        request = policy.RequestContext(caller.principal_arn, caller.account, action, "*", keys)
         verdict = policy.decide(request, None, self.identity_policies(caller.account, caller.user_name))
         if not verdict.allowed:
             raise AccessDeniedException(policy.access_denied_message(request, verdict))
@@ -124,26 +130,29 @@ class Authorizer:
             request = policy.RequestContext(caller.principal_arn, caller.account, f"kms:{operation}", target, {})
             raise AccessDeniedException(policy.access_denied_message(request, verdict))
 
-    def _request(
-        self, ctx: "Context", action: str, resource: str, key: KeyRecord | None, conditions: dict[str, Any]
-    ) -> policy.RequestContext:
-        caller = ctx.caller
-        now = datetime.datetime.fromtimestamp(ctx.now, datetime.timezone.utc)
-        eager: dict[str, Any] = {
+    def _global_keys(self, caller: "Caller", now: float) -> dict[str, Any]:
+        """The ``aws:`` condition keys of any request by ``caller`` at ``now`` (epoch seconds)."""
+        moment = datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
+        keys: dict[str, Any] = {
             "aws:PrincipalArn": caller.principal_arn,
             "aws:PrincipalAccount": caller.account,
             "aws:PrincipalType": "User",
             "aws:username": caller.user_name,
             "aws:SourceIp": caller.source_ip,
             "aws:SecureTransport": caller.secure_transport,
-            "aws:CurrentTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "aws:EpochTime": int(ctx.now),
+            "aws:CurrentTime": moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "aws:EpochTime": int(now),
             "aws:RequestedRegion": caller.region,
-            "kms:CallerAccount": caller.account,
-            **conditions,
         }
         user = self._iam.user(caller.account, caller.user_name)
-        eager.update({f"aws:PrincipalTag/{k}": v for k, v in user.tags.items()})
+        keys.update({f"aws:PrincipalTag/{k}": v for k, v in user.tags.items()})
+        return keys
+
+    def _request(
+        self, ctx: "Context", action: str, resource: str, key: KeyRecord | None, conditions: dict[str, Any]
+    ) -> policy.RequestContext:
+        caller = ctx.caller
+        eager = {**self._global_keys(caller, ctx.now), "kms:CallerAccount": caller.account, **conditions}
         lazy: dict[str, Any] = {}
         if key is not None:
             eager.update({
