@@ -174,12 +174,12 @@ class Keystore:
         An ``external`` key has no material until it is imported.
         """
         path = _key_path(key.account, key.region, key.key_id)
-        records = {path: b"", _index_path(key.key_id): f"{key.account}/{key.region}".encode()}
+        records = {_index_path(key.key_id): f"{key.account}/{key.region}".encode()}
         if not external:
             key.versions = [MaterialVersion(1, crypto.random_bytes(32).hex(), key.created, None)]
             records[_material_path(key.account, key.region, key.key_id, 1)] = (
                 material if material is not None else crypto.new_key())
-        records[path] = key.to_json()
+        records[path] = key.to_json()  # after versions are set
         self.barrier.commit(records, must_be_absent=[path])
         self._meta.put(path, key)
         return key

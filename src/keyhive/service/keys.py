@@ -17,7 +17,7 @@ from keyhive.keystore import KeyRecord, key_arn
 from keyhive.service.context import Context
 from keyhive.service.policies import check_new_policy, default_key_policy
 from keyhive.service.registry import operation
-from keyhive.service.resolve import decode_marker, find_key, page
+from keyhive.service.resolve import check_range, decode_marker, find_key, page
 from keyhive.service.tags import tag_conditions, validate_tags
 
 DAY = limits.SECONDS_PER_DAY
@@ -159,33 +159,28 @@ def update_key_description(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-@operation("EnableKey")
-def enable_key(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
-    key = find_key(ctx, req["KeyId"], "EnableKey", allow_alias=False)
-    if key.state != "Enabled":
-        key.state = "Enabled"
+def _set_state(ctx: Context, req: dict[str, Any], operation_name: str, state: str) -> dict[str, Any]:
+    key = find_key(ctx, req["KeyId"], operation_name, allow_alias=False)
+    if key.state != state:
+        key.state = state
         ctx.keystore.save(key)
     return {}
+
+
+@operation("EnableKey")
+def enable_key(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
+    return _set_state(ctx, req, "EnableKey", "Enabled")
 
 
 @operation("DisableKey")
 def disable_key(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
-    key = find_key(ctx, req["KeyId"], "DisableKey", allow_alias=False)
-    if key.state != "Disabled":
-        key.state = "Disabled"
-        ctx.keystore.save(key)
-    return {}
+    return _set_state(ctx, req, "DisableKey", "Disabled")
 
 
 @operation("ScheduleKeyDeletion")
 def schedule_key_deletion(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
     days = req.get("PendingWindowInDays", limits.DEFAULT_PENDING_WINDOW_DAYS)
-    if not limits.MIN_PENDING_WINDOW_DAYS <= days <= limits.MAX_PENDING_WINDOW_DAYS:
-        raise ValidationException(
-            f"1 validation error detected: Value '{days}' at 'pendingWindowInDays' failed to satisfy "
-            f"constraint: Member must have value between {limits.MIN_PENDING_WINDOW_DAYS} and "
-            f"{limits.MAX_PENDING_WINDOW_DAYS}"
-        )
+    check_range("pendingWindowInDays", days, limits.MIN_PENDING_WINDOW_DAYS, limits.MAX_PENDING_WINDOW_DAYS)
     key = find_key(ctx, req["KeyId"], "ScheduleKeyDeletion", allow_alias=False,
                    conditions={"kms:ScheduleKeyDeletionPendingWindowInDays": days})
     key.state = "PendingDeletion"

@@ -17,6 +17,7 @@ from keyhive.errors import (
     InvalidArnException,
     InvalidMarkerException,
     NotFoundException,
+    ValidationException,
 )
 from keyhive.keystates import check_key_state
 from keyhive.keystore import KeyRecord, alias_arn, key_arn
@@ -109,6 +110,15 @@ def lookup_key(ctx: Context, key_ref: str, *, allow_alias: bool = True, operatio
     if key is None:
         raise NotFoundException(f"Key '{key_arn(region, account, key_id)}' does not exist")
     return key
+
+
+def check_range(field: str, value: int, low: int, high: int) -> None:
+    """A ValidationException in AWS's shape for a value outside a documented range the model does not state."""
+    if not low <= value <= high:
+        raise ValidationException(
+            f"1 validation error detected: Value '{value}' at '{field}' failed to satisfy "
+            f"constraint: Member must have value between {low} and {high}"
+        )
 
 
 # -- pagination ------------------------------------------------------------------

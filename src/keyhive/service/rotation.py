@@ -13,12 +13,11 @@ from keyhive.errors import (
     InvalidMarkerException,
     LimitExceededException,
     UnsupportedOperationException,
-    ValidationException,
 )
 from keyhive.keystore import KeyRecord
 from keyhive.service.context import Context
 from keyhive.service.registry import operation
-from keyhive.service.resolve import decode_marker, find_key, page
+from keyhive.service.resolve import check_range, decode_marker, find_key, page
 
 DAY = limits.SECONDS_PER_DAY
 
@@ -38,12 +37,7 @@ def _rotatable(key: KeyRecord) -> KeyRecord:
 @operation("EnableKeyRotation")
 def enable_key_rotation(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
     period = req.get("RotationPeriodInDays", limits.DEFAULT_ROTATION_PERIOD_DAYS)
-    if not limits.MIN_ROTATION_PERIOD_DAYS <= period <= limits.MAX_ROTATION_PERIOD_DAYS:
-        raise ValidationException(
-            f"1 validation error detected: Value '{period}' at 'rotationPeriodInDays' failed to satisfy "
-            f"constraint: Member must have value between {limits.MIN_ROTATION_PERIOD_DAYS} and "
-            f"{limits.MAX_ROTATION_PERIOD_DAYS}"
-        )
+    check_range("rotationPeriodInDays", period, limits.MIN_ROTATION_PERIOD_DAYS, limits.MAX_ROTATION_PERIOD_DAYS)
     key = _rotatable(find_key(ctx, req["KeyId"], "EnableKeyRotation", allow_alias=False,
                    conditions={"kms:RotationPeriodInDays": period}))
     # A changed period counts from the last automatic rotation, as AWS documents.
