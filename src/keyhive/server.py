@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 import tempfile
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from keyhive.node import AlreadyInitialized, Node, dev_unseal
 from keyhive.seal import SealError
 from keyhive.seal.pkcs11 import PIN_ENV, Pkcs11Seal, read_pin
 from keyhive.protocol.app import KeyhiveApp
-from keyhive.storage import open_storage
+from keyhive.storage import StorageUnavailable, open_storage
+from keyhive.storage.base import is_postgres_url
 
 log = logging.getLogger("keyhive.server")
 
@@ -29,6 +31,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     data_dir: Path | None = None
+    storage: str | None = None  # a postgresql:// URL: shared PostgreSQL storage instead of --data-dir
     region: str = DEFAULT_REGION
     account_id: str = DEFAULT_ACCOUNT_ID
     regions: frozenset[str] | None = None
@@ -61,12 +64,14 @@ DEV_BANNER = """\
 
 
 def build_app(config: ServerConfig) -> KeyhiveApp:
-    data_dir = config.data_dir
-    if data_dir is None:
-        if not config.dev:
-            raise SystemExit("keyhive server: --data-dir is required (or use --dev)")
-        data_dir = Path(tempfile.mkdtemp(prefix="keyhive-dev-"))
-    node = Node(open_storage(data_dir), account_id=config.account_id, hsm=_hsm(config))
+    location = _storage_location(config)
+    try:
+        storage = open_storage(location)
+    except StorageUnavailable as exc:
+        raise SystemExit(f"keyhive server: {exc.log_detail}") from None
+    except (ImportError, ValueError) as exc:
+        raise SystemExit(f"keyhive server: {exc}") from None
+    node = Node(storage, account_id=config.account_id, hsm=_hsm(config))
     node.audit.durable = config.audit_durable
     node.barrier_rotation_interval = config.barrier_rotation_days * 86400
     if node.hsm is not None:
@@ -83,13 +88,13 @@ def build_app(config: ServerConfig) -> KeyhiveApp:
             )
         except AlreadyInitialized:
             raise SystemExit(
-                f"keyhive server --dev: {data_dir} was initialized by an earlier run, whose root key "
-                "is gone (dev mode keeps it in memory only). Use an empty --data-dir."
+                f"keyhive server --dev: {_describe(location)} was initialized by an earlier run, whose root key "
+                "is gone (dev mode keeps it in memory only). Use an empty --data-dir or --storage database."
             ) from None
         scheme = "https" if config.tls_cert else "http"
         print(
             DEV_BANNER.format(
-                data=data_dir,
+                data=_describe(location),
                 endpoint=f"{scheme}://{config.host}:{config.port}",
                 akid=result.access_key.access_key_id,
                 secret=result.access_key.secret_access_key,
@@ -98,6 +103,32 @@ def build_app(config: ServerConfig) -> KeyhiveApp:
             flush=True,
         )
     return KeyhiveApp(node, regions=config.regions, scheduler_interval=config.scheduler_interval)
+
+
+def _storage_location(config: ServerConfig) -> str | Path:
+    """The --storage URL, else the --data-dir, else (--dev only) a new temporary data dir."""
+    if config.storage is not None:
+        if config.data_dir is not None:
+            raise SystemExit("keyhive server: give --storage or --data-dir, not both")
+        if not is_postgres_url(config.storage):
+            raise SystemExit("keyhive server: --storage takes a postgresql:// URL (use --data-dir for SQLite)")
+        return config.storage
+    if config.data_dir is not None:
+        return config.data_dir
+    if not config.dev:
+        raise SystemExit("keyhive server: --data-dir or --storage is required (or use --dev)")
+    return Path(tempfile.mkdtemp(prefix="keyhive-dev-"))
+
+
+def _describe(location: str | Path) -> str:
+    """Where the data is, for messages: a URL loses its password (in the authority or the query)."""
+    if not is_postgres_url(location):
+        return str(location)
+    parts = urllib.parse.urlsplit(str(location))
+    if parts.password is not None:
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{parts.netloc.rpartition('@')[2]}")
+    query = "&".join("password=***" if item.startswith("password=") else item for item in parts.query.split("&"))
+    return urllib.parse.urlunsplit(parts._replace(query=query))
 
 
 def _hsm(config: ServerConfig) -> Pkcs11Seal | None:

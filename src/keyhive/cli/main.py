@@ -46,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     server.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})")
     server.add_argument("--data-dir", type=Path, help="directory of the embedded SQLite database")
+    server.add_argument("--storage", metavar="URL",
+                        help="postgresql://user@host:port/db: a PostgreSQL database that several nodes share, "
+                             "instead of --data-dir (needs the postgres extra; give the password through "
+                             "PGPASSWORD or ~/.pgpass, not the URL)")
     server.add_argument("--region", default=DEFAULT_REGION, help=f"home region shown to users (default {DEFAULT_REGION})")
     server.add_argument("--regions", help="comma-separated regions to serve (default: every region)")
     server.add_argument("--account-id", default=DEFAULT_ACCOUNT_ID, help=f"AWS account id of keys and users (default {DEFAULT_ACCOUNT_ID})")
@@ -130,6 +134,7 @@ def _server(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             data_dir=args.data_dir,
+            storage=args.storage,
             region=args.region,
             account_id=args.account_id,
             regions=regions,

@@ -1,5 +1,5 @@
 """Storage backends: a small ordered key-value interface with atomic, durable commits."""
 
-from keyhive.storage.base import Conflict, Storage, open_storage
+from keyhive.storage.base import Conflict, Storage, StorageUnavailable, open_storage
 
-__all__ = ["Conflict", "Storage", "open_storage"]
+__all__ = ["Conflict", "Storage", "StorageUnavailable", "open_storage"]

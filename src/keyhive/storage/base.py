@@ -9,9 +9,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Mapping, Protocol
 
+from keyhive.errors import DependencyTimeoutException
+
 
 class Conflict(Exception):
     """A commit's precondition failed (a path that must be absent exists)."""
+
+
+class StorageUnavailable(DependencyTimeoutException):
+    """The storage cannot be reached now (a lost connection, a restarting database): retrying later may succeed.
+
+    On the wire it is DependencyTimeoutException, which AWS clients retry.  A commit
+    that raises it may or may not have been applied when the connection was lost
+    while committing; the log detail says so.
+    """
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__()
+        self.log_detail = detail or "storage unavailable"
+
+    @property
+    def wire_type(self) -> str:
+        return "DependencyTimeoutException"
 
 
 class Storage(Protocol):
@@ -35,16 +54,31 @@ class Storage(Protocol):
         """
 
     def snapshot(self) -> bytes:
-        """A consistent copy of everything stored, in this backend's own file format (for backups)."""
+        """A consistent copy of everything stored, as the bytes of an SQLite database file (the backup format)."""
 
     def close(self) -> None:
         """Release connections; the storage is unusable afterwards."""
 
 
-def open_storage(data_dir: str | Path) -> Storage:
-    """A backend for a data directory (SQLite, the embedded default), readable by its owner only."""
+POSTGRES_URL_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(location: str | Path) -> bool:
+    return isinstance(location, str) and location.startswith(POSTGRES_URL_SCHEMES)
+
+
+def open_storage(location: str | Path) -> Storage:
+    """A backend for ``location``: a ``postgresql://`` URL (a database many nodes share), else a data
+    directory (SQLite, the embedded default), made readable by its owner only.
+
+    PostgreSQL needs the ``postgres`` extra; without it this raises ImportError saying so.
+    """
+    if is_postgres_url(location):
+        from keyhive.storage.postgres import PostgresStorage
+
+        return PostgresStorage(str(location))
     from keyhive.storage.sqlite import SQLiteStorage
 
-    directory = Path(data_dir)
+    directory = Path(location)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     return SQLiteStorage(directory / "keyhive.db")

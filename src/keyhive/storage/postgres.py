@@ -1,0 +1,236 @@
+"""PostgreSQL storage: one database shared by many Keyhive nodes.
+
+Every commit is one SERIALIZABLE transaction.  PostgreSQL's serializable snapshot
+isolation makes the preconditions hold against commits from every node, even in
+the write-skew case (two commits that each require the path the other creates to
+be absent): one of them fails with a serialization failure, is retried after a
+short random pause, then sees the winner's write and raises Conflict.  A commit
+returns once PostgreSQL has made it durable (``synchronous_commit``, ``on`` by
+default, is set back to ``on`` on any connection where the server says ``off``).
+
+Reads are single statements in autocommit mode.  Connections come from a
+psycopg_pool pool; a pooled connection that died while idle (PostgreSQL was
+restarted) is replaced and the call retried, because nothing was applied through
+it.  Any other loss of the database raises StorageUnavailable, and the pool
+reconnects by itself once PostgreSQL is back.
+
+Paths are ``TEXT COLLATE "C"`` in a UTF8 database: they compare as UTF-8 bytes,
+which is code point order, as the conformance suite requires.  Schema migrations
+are named and recorded in ``schema_migrations``; each node runs the missing ones
+at start, under a transaction-scoped advisory lock, so nodes that start together
+apply each migration exactly once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, TypeVar
+
+try:
+    import psycopg
+    from psycopg import errors as pg_errors
+    from psycopg.conninfo import conninfo_to_dict
+    from psycopg_pool import ConnectionPool, PoolClosed
+except ImportError as exc:  # an optional extra
+    raise ImportError(
+        "PostgreSQL storage needs psycopg 3 and psycopg-pool: pip install 'keyhive[postgres]'"
+    ) from exc
+
+from keyhive.storage.base import Conflict, StorageUnavailable
+from keyhive.storage.sqlite import SQLiteStorage, _prefix_end
+
+T = TypeVar("T")
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "0001_records",
+        'CREATE TABLE records (path TEXT COLLATE "C" PRIMARY KEY, value BYTEA NOT NULL)',
+    ),
+]
+
+MIGRATION_LOCK = 0x6B65_7968_6976_6501  # the pg_advisory_xact_lock key: "keyhive" 01
+CONNECT_TIMEOUT_SECONDS = 5  # libpq's connect_timeout, unless the URL sets one
+POOL_TIMEOUT_SECONDS = 5.0  # longest wait for a connection: then StorageUnavailable, not a hang
+RETRY_SECONDS = 5.0  # how long a commit retries serialization failures and deadlocks
+RETRY_PAUSE_SECONDS = (0.001, 0.05)  # random pause after a serialization failure: first, largest
+SNAPSHOT_BATCH = 1000  # records per SQLite commit while building a snapshot
+
+_RETRYABLE = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected)
+
+
+class PostgresStorage:
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10,
+                 timeout: float = POOL_TIMEOUT_SECONDS) -> None:
+        kwargs: dict[str, object] = {"autocommit": True}
+        if "connect_timeout" not in conninfo_to_dict(url):
+            kwargs["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+        self._max_size = max_size
+        try:
+            with psycopg.connect(url, **kwargs) as conn:  # type: ignore[arg-type]
+                _require_utf8(conn)
+                _migrate(conn)
+        except psycopg.OperationalError as exc:
+            raise StorageUnavailable(f"cannot open the PostgreSQL storage: {exc}") from exc
+        self._pool = ConnectionPool(url, kwargs=kwargs, min_size=min_size, max_size=max_size, timeout=timeout,
+                                    configure=_configure, open=False, name="keyhive-storage")
+        self._pool.open()
+
+    def get(self, path: str) -> bytes | None:
+        def read(conn: psycopg.Connection) -> bytes | None:
+            row = conn.execute("SELECT value FROM records WHERE path = %s", (path,)).fetchone()
+            return None if row is None else bytes(row[0])
+
+        return self._run(read)
+
+    def scan(self, prefix: str, *, after: str = "", limit: int | None = None) -> list[tuple[str, bytes]]:
+        sql = "SELECT path, value FROM records WHERE path >= %s AND path <> %s"
+        args: list[object] = [max(prefix, after), after]
+        end = _prefix_end(prefix)
+        if end is not None:
+            sql += " AND path < %s"
+            args.append(end)
+        sql += " ORDER BY path"
+        if limit is not None:
+            sql += " LIMIT %s"
+            args.append(limit)
+
+        def read(conn: psycopg.Connection) -> list[tuple[str, bytes]]:
+            return [(path, bytes(value)) for path, value in conn.execute(sql, args)]  # type: ignore[arg-type]
+
+        return self._run(read)
+
+    def commit(
+        self,
+        puts: Mapping[str, bytes] = {},
+        deletes: Iterable[str] = (),
+        *,
+        must_be_absent: Iterable[str] = (),
+        expect: Mapping[str, bytes] = {},
+    ) -> None:
+        # Sorted, so that concurrent commits lock rows in one order (a rare deadlock left is retried).
+        put_items = sorted(puts.items())
+        delete_paths = sorted(set(deletes))
+        absent = sorted(set(must_be_absent))
+        expected = dict(expect)
+
+        def apply(conn: psycopg.Connection) -> None:
+            committing = False
+            try:
+                with conn.transaction():  # BEGIN ISOLATION LEVEL SERIALIZABLE (see _configure)
+                    _check(conn, absent, expected)
+                    if delete_paths:
+                        conn.execute("DELETE FROM records WHERE path = ANY(%s::text[])", (delete_paths,))
+                    if put_items:
+                        conn.execute(
+                            "INSERT INTO records (path, value) SELECT * FROM unnest(%s::text[], %s::bytea[]) "
+                            "ON CONFLICT (path) DO UPDATE SET value = EXCLUDED.value",
+                            ([p for p, _ in put_items], [v for _, v in put_items]),
+                        )
+                    committing = True  # leaving the block sends COMMIT
+            except psycopg.OperationalError as exc:
+                if committing and conn.broken:
+                    raise StorageUnavailable(
+                        f"lost the PostgreSQL connection while committing; the commit may or may not have been applied: {exc}"
+                    ) from exc
+                raise
+
+        self._run(apply)
+
+    def snapshot(self) -> bytes:
+        """One REPEATABLE READ snapshot of every record, written into an SQLite database file.
+
+        The backup format is the SQLite backend's database, so ``keyhive operator
+        restore`` and the SQLite backend read it unchanged.
+        """
+        def dump(conn: psycopg.Connection) -> bytes:
+            with tempfile.TemporaryDirectory() as tmp:
+                target = SQLiteStorage(Path(tmp) / "snapshot.db")
+                try:
+                    with conn.transaction():
+                        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                        rows = conn.cursor().stream("SELECT path, value FROM records ORDER BY path")
+                        while batch := list(itertools.islice(rows, SNAPSHOT_BATCH)):
+                            target.commit({path: bytes(value) for path, value in batch})
+                    return target.snapshot()
+                finally:
+                    target.close()
+
+        return self._run(dump)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def _run(self, operation: Callable[[psycopg.Connection], T]) -> T:
+        """``operation`` on a pooled connection; retried where that is safe, else StorageUnavailable."""
+        deadline = time.monotonic() + RETRY_SECONDS
+        attempt = 0
+        while True:
+            attempt += 1
+            conn: psycopg.Connection | None = None
+            try:
+                with self._pool.connection() as conn:
+                    return operation(conn)
+            except PoolClosed:
+                raise
+            except _RETRYABLE as exc:
+                if time.monotonic() >= deadline:
+                    raise StorageUnavailable(f"PostgreSQL kept refusing a commit under contention: {exc}") from exc
+                first, largest = RETRY_PAUSE_SECONDS
+                time.sleep(random.uniform(0, min(largest, first * 2**attempt)))
+            except psycopg.OperationalError as exc:
+                if conn is not None and conn.broken and attempt <= self._max_size:
+                    continue  # a pooled connection that died while idle: nothing was applied through it
+                raise StorageUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
+
+
+def _check(conn: psycopg.Connection, absent: list[str], expected: Mapping[str, bytes]) -> None:
+    """Raise Conflict unless every ``absent`` path is absent and every ``expected`` path holds its value."""
+    paths = absent + [p for p in expected if p not in absent]
+    if not paths:
+        return
+    found = {path: bytes(value) for path, value in
+             conn.execute("SELECT path, value FROM records WHERE path = ANY(%s::text[])", (paths,))}
+    for path in absent:
+        if path in found:
+            raise Conflict(path)
+    for path, value in expected.items():
+        if found.get(path) != value:
+            raise Conflict(path)
+
+
+def _configure(conn: psycopg.Connection) -> None:
+    """Each pooled connection: explicit transactions are SERIALIZABLE; commits wait for durability."""
+    conn.isolation_level = psycopg.IsolationLevel.SERIALIZABLE
+    row = conn.execute("SHOW synchronous_commit").fetchone()
+    if row is not None and row[0] == "off":
+        conn.execute("SET synchronous_commit = on")
+
+
+def _require_utf8(conn: psycopg.Connection) -> None:
+    """Code point order of paths needs UTF-8 text (COLLATE "C" then compares UTF-8 bytes)."""
+    encoding = conn.info.parameter_status("server_encoding")
+    if encoding != "UTF8":
+        raise ValueError(f"the PostgreSQL database's encoding is {encoding}; Keyhive needs a UTF8 database")
+
+
+def _migrate(conn: psycopg.Connection) -> None:
+    """Apply the missing migrations in one transaction, one node at a time.
+
+    READ COMMITTED, so that once a node holds the lock its next statements see what
+    the node before it committed (a serializable snapshot would predate the wait).
+    """
+    conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)"
+        )
+        done = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
+        for name, sql in MIGRATIONS:
+            if name not in done:
+                conn.execute(sql)  # type: ignore[arg-type]
+                conn.execute("INSERT INTO schema_migrations VALUES (%s, now())", (name,))
