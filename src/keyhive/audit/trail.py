@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator
 from keyhive import crypto
 from keyhive.audit.chain import Chain, Head, Record, head_message
 from keyhive.barrier import Barrier
-from keyhive.errors import KMSInternalException
+from keyhive.errors import DependencyTimeoutException, KMSInternalException
 from keyhive.storage import Conflict, Storage
 from keyhive.storage.work import UnitOfWork
 
@@ -213,7 +213,8 @@ class AuditTrail:
 
     def _refuse(self, batch: list[_Item], exc: Exception) -> None:
         log.error("audit trail commit failed (%s): %d requests refused", type(exc).__name__, len(batch))
-        error = KMSInternalException()
+        # A storage that is away for now is DependencyTimeoutException (clients retry); anything else internal.
+        error = exc if isinstance(exc, DependencyTimeoutException) else KMSInternalException()
         for item in batch:
             item.error = error
         self._failed = True
