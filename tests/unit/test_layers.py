@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "keyhive.policy": 1,
     "keyhive.grants": 1,
     "keyhive.keyspecs": 0,
+    "keyhive.envelope": 0,  # client side (AWS Encryption SDK over boto3): imports no other Keyhive module
     "keyhive.backup": 2,
     "keyhive.blob": 2,
     "keyhive.storage": 2,

@@ -12,6 +12,7 @@ from typing import Any
 from keyhive import backup
 from keyhive.cli.audit import add_commands as add_audit_commands
 from keyhive.cli.client import ClientError, call, default_endpoint, error_text
+from keyhive.cli.envelope import add_commands as add_envelope_commands
 from keyhive.cli.iam import add_commands as add_iam_commands
 from keyhive.server import (
     DEFAULT_ACCOUNT_ID,
@@ -77,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_iam_commands(commands)
     add_audit_commands(commands)
+    add_envelope_commands(commands)
 
     operator = commands.add_parser("operator", help="init, unseal and seal a server")
     ops = operator.add_subparsers(title="operator commands")
