@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keyhive.storage import Conflict, open_storage
+from keyhive.storage import base as base_module
 from keyhive.storage import sqlite as sqlite_module
 from keyhive.storage.conformance import exercise_storage
 from keyhive.storage.sqlite import SQLiteStorage
@@ -193,7 +194,7 @@ def test_scan_matches_a_sorted_model(
 
 
 def test_prefix_end() -> None:
-    end = sqlite_module._prefix_end
+    end = base_module._prefix_end
     assert end("") is None and end("\U0010ffff\U0010ffff") is None
     assert end("k/") == "k0"
     assert end("k/\U0010ffff") == "k0"

@@ -82,3 +82,33 @@ def open_storage(location: str | Path) -> Storage:
     directory = Path(location)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     return SQLiteStorage(directory / "keyhive.db")
+
+
+def scan_query(prefix: str, after: str, limit: int | None, *, mark: str) -> tuple[str, list[object]]:
+    """The SQL (with ``mark`` placeholders) and arguments of a scan, for the SQL backends."""
+    sql = f"SELECT path, value FROM records WHERE path >= {mark} AND path <> {mark}"
+    args: list[object] = [max(prefix, after), after]
+    end = _prefix_end(prefix)
+    if end is not None:
+        sql += f" AND path < {mark}"
+        args.append(end)
+    sql += " ORDER BY path"
+    if limit is not None:
+        sql += f" LIMIT {mark}"
+        args.append(limit)
+    return sql, args
+
+
+def _prefix_end(prefix: str) -> str | None:
+    """The least string above every string that starts with ``prefix``; None if unbounded.
+
+    SQLite compares TEXT as UTF-8 bytes, which is code point order.  ``prefix +
+    U+10FFFF`` is not an upper bound: it excludes paths that continue with U+10FFFF.
+    """
+    stem = prefix.rstrip("\U0010ffff")
+    if not stem:
+        return None
+    successor = ord(stem[-1]) + 1
+    if successor == 0xD800:  # surrogates cannot be stored as UTF-8; skip them
+        successor = 0xE000
+    return stem[:-1] + chr(successor)

@@ -40,8 +40,8 @@ except ImportError as exc:  # an optional extra
         "PostgreSQL storage needs psycopg 3 and psycopg-pool: pip install 'keyhive[postgres]'"
     ) from exc
 
-from keyhive.storage.base import Conflict, StorageUnavailable
-from keyhive.storage.sqlite import SQLiteStorage, _prefix_end
+from keyhive.storage.base import Conflict, StorageUnavailable, scan_query
+from keyhive.storage.sqlite import SQLiteStorage
 
 T = TypeVar("T")
 
@@ -87,16 +87,7 @@ class PostgresStorage:
         return self._run(read)
 
     def scan(self, prefix: str, *, after: str = "", limit: int | None = None) -> list[tuple[str, bytes]]:
-        sql = "SELECT path, value FROM records WHERE path >= %s AND path <> %s"
-        args: list[object] = [max(prefix, after), after]
-        end = _prefix_end(prefix)
-        if end is not None:
-            sql += " AND path < %s"
-            args.append(end)
-        sql += " ORDER BY path"
-        if limit is not None:
-            sql += " LIMIT %s"
-            args.append(limit)
+        sql, args = scan_query(prefix, after, limit, mark="%s")
 
         def read(conn: psycopg.Connection) -> list[tuple[str, bytes]]:
             return [(path, bytes(value)) for path, value in conn.execute(sql, args)]  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from keyhive.storage.base import Conflict
+from keyhive.storage.base import Conflict, scan_query
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -75,16 +75,7 @@ class SQLiteStorage:
         return None if row is None else bytes(row[0])
 
     def scan(self, prefix: str, *, after: str = "", limit: int | None = None) -> list[tuple[str, bytes]]:
-        sql = "SELECT path, value FROM records WHERE path >= ? AND path != ?"
-        args: list[object] = [max(prefix, after), after]
-        end = _prefix_end(prefix)
-        if end is not None:
-            sql += " AND path < ?"
-            args.append(end)
-        sql += " ORDER BY path"
-        if limit is not None:
-            sql += " LIMIT ?"
-            args.append(limit)
+        sql, args = scan_query(prefix, after, limit, mark="?")
         rows = self._reader().execute(sql, args).fetchall()
         return [(path, bytes(value)) for path, value in rows]
 
@@ -132,18 +123,3 @@ class SQLiteStorage:
             for db in self._all_readers:
                 db.close()
             self._db.close()
-
-
-def _prefix_end(prefix: str) -> str | None:
-    """The least string above every string that starts with ``prefix``; None if unbounded.
-
-    SQLite compares TEXT as UTF-8 bytes, which is code point order.  ``prefix +
-    U+10FFFF`` is not an upper bound: it excludes paths that continue with U+10FFFF.
-    """
-    stem = prefix.rstrip("\U0010ffff")
-    if not stem:
-        return None
-    successor = ord(stem[-1]) + 1
-    if successor == 0xD800:  # surrogates cannot be stored as UTF-8; skip them
-        successor = 0xE000
-    return stem[:-1] + chr(successor)
