@@ -21,7 +21,8 @@ from typing import Any, Iterator
 import pytest
 
 from keyhive import crypto
-from keyhive.seal import Seal, SealError
+from keyhive.seal import SealError
+from keyhive.seal.conformance import exercise_seal
 from keyhive.seal.pkcs11 import (
     FORMAT_V1,
     HsmError,
@@ -39,26 +40,6 @@ KEY_LABEL = "keyhive-root"
 
 
 # -- the seal conformance checks (any Seal) -----------------------------------------
-def exercise_seal(seal: Seal) -> None:
-    """Every promise of keyhive.seal.base.Seal that does not depend on how the seal keeps its key."""
-    root_key = crypto.new_key()
-    wrapped = seal.wrap_root(root_key)
-    assert seal.unwrap_root(wrapped) == root_key
-    assert root_key not in wrapped
-    again = seal.wrap_root(root_key)
-    assert again != wrapped, "wrapping must be randomized"
-    assert seal.unwrap_root(again) == root_key
-    assert seal.unwrap_root(seal.wrap_root(bytes(32))) == bytes(32)
-    for i in range(len(wrapped)):  # _Integrity: every flipped byte is refused
-        bad = bytearray(wrapped)
-        bad[i] ^= 0x01
-        with pytest.raises(SealError):
-            seal.unwrap_root(bytes(bad))
-    for cut in (b"", wrapped[:1], wrapped[:-1], wrapped + b"\x00", wrapped[:1] + wrapped):
-        with pytest.raises(SealError):
-            seal.unwrap_root(cut)
-
-
 # -- fixtures ---------------------------------------------------------------------------
 @pytest.fixture
 def token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SoftHsmToken:

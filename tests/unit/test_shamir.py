@@ -157,3 +157,11 @@ def test_errors_never_carry_share_or_secret_bytes(name: str) -> None:
     for value in [SECRET, *BAD_PARTS[name]]:
         for rendering in (value.hex(), value.hex().upper(), repr(value)[2:-1]):
             assert len(value) < 2 or rendering not in shown
+
+
+def test_the_key_seal_passes_the_seal_conformance_suite() -> None:
+    from keyhive import crypto
+    from keyhive.seal import KeySeal
+    from keyhive.seal.conformance import exercise_seal
+
+    exercise_seal(KeySeal(crypto.new_key()))
