@@ -35,20 +35,21 @@ def add_commands(commands: Any) -> None:
     command("create-access-key", "create an access key; the secret is shown only this once", "CreateAccessKey", user)
     command("list-access-keys", "list a user's access keys (never their secrets)", "ListAccessKeys", user)
     command("update-access-key", "activate or deactivate an access key", "UpdateAccessKey",
-            ("--access-key-id", {"required": True}),
-            ("--status", {"required": True, "choices": ["Active", "Inactive"]}))
-    command("delete-access-key", "delete an access key", "DeleteAccessKey", ("--access-key-id", {"required": True}))
+            ("--access-key-id", {"required": True, "help": "the access key's id"}),
+            ("--status", {"required": True, "choices": ["Active", "Inactive"], "help": "Inactive keys are refused"}))
+    command("delete-access-key", "delete an access key", "DeleteAccessKey",
+            ("--access-key-id", {"required": True, "help": "the access key's id"}))
     command("put-user-policy", "attach an inline identity policy (AWS JSON policy language)", "PutUserPolicy", user,
-            ("--policy-name", {"required": True}),
+            ("--policy-name", {"required": True, "help": "the inline policy's name"}),
             ("--policy-document", {"required": True, "help": "the JSON document, or file://PATH"}))
-    command("get-user-policy", "show an inline identity policy", "GetUserPolicy", user, ("--policy-name", {"required": True}))
+    command("get-user-policy", "show an inline identity policy", "GetUserPolicy", user, ("--policy-name", {"required": True, "help": "the inline policy's name"}))
     command("delete-user-policy", "remove an inline identity policy", "DeleteUserPolicy", user,
-            ("--policy-name", {"required": True}))
+            ("--policy-name", {"required": True, "help": "the inline policy's name"}))
     command("list-user-policies", "list a user's inline policy names", "ListUserPolicies", user)
     command("tag-user", "tag a user (aws:PrincipalTag/* in policies)", "TagUser", user,
-            ("--tags", {"required": True, "nargs": "+", "metavar": "KEY=VALUE"}))
+            ("--tags", {"required": True, "nargs": "+", "metavar": "KEY=VALUE", "help": "tags to set"}))
     command("untag-user", "remove tags from a user", "UntagUser", user,
-            ("--tag-keys", {"required": True, "nargs": "+"}))
+            ("--tag-keys", {"required": True, "nargs": "+", "help": "keys of the tags to remove"}))
 
 
 def _document(value: str) -> str:

@@ -56,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument("--account-id", default=DEFAULT_ACCOUNT_ID, help=f"AWS account id of keys and users (default {DEFAULT_ACCOUNT_ID})")
     server.add_argument("--tls-cert", type=Path, help="PEM certificate: serve HTTPS")
     server.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
-    server.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    server.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                        help="server log level (default info); no level ever logs a secret")
     server.add_argument("--scheduler-interval", type=float, default=60.0, help="seconds between deletion/rotation passes")
     server.add_argument("--barrier-rotation-days", type=float, default=0.0,
                         help="rotate the barrier key after this many days (default 0: only by encryption count)")
@@ -80,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     add_audit_commands(commands)
     add_envelope_commands(commands)
 
-    operator = commands.add_parser("operator", help="init, unseal and seal a server")
+    operator = commands.add_parser("operator", help="init, unseal, seal, rotate, rekey, migrate, back up and restore a server")
     ops = operator.add_subparsers(title="operator commands")
     init = ops.add_parser("init", help="create the root key, print the key shares and the first admin credentials once")
     _endpoint_flag(init)
