@@ -33,8 +33,6 @@ MAX_TAGS_PER_KEY = 50
 
 # List* defaults when Limit is absent: "the default value is 100" (API reference).
 DEFAULT_LIST_LIMIT = 100
-# ListAliases / ListKeys / ListResourceTags: Limit 1..1000 (model); 50 for ListResourceTags.
-MAX_LIST_LIMIT = 1000
 
 # Encryption context: AWS publishes no byte limit; Keyhive bounds the total
 # (keys + values, UTF-8) so a ciphertext's associated data stays small.

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from keyhive import crypto
-from keyhive.crypto import asymmetric
 from keyhive.audit.trail import AuditTrail, signing_key_records
 from keyhive.barrier import Barrier
+from keyhive.crypto import asymmetric
 from keyhive.errors import SealedException
 from keyhive.iam import (
     AccessKey,

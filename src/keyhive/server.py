@@ -13,9 +13,9 @@ from pathlib import Path
 import uvicorn
 
 from keyhive.node import AlreadyInitialized, Node, dev_unseal
+from keyhive.protocol.app import KeyhiveApp
 from keyhive.seal import SealError
 from keyhive.seal.pkcs11 import PIN_ENV, Pkcs11Seal, read_pin
-from keyhive.protocol.app import KeyhiveApp
 from keyhive.storage import StorageUnavailable, open_storage
 from keyhive.storage.base import is_postgres_url
 

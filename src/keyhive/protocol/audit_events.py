@@ -43,8 +43,8 @@ class Exchange:
     source: str = KMS_SOURCE
     event_name: str = ""
     caller: Caller | None = None
-    request: dict[str, Any] | None = None
-    response: dict[str, Any] | None = None
+    request: dict[str, Any] | None = field(default=None, repr=False)  # may hold a plaintext
+    response: dict[str, Any] | None = field(default=None, repr=False)  # may hold a plaintext or data key
     error: KeyhiveError | None = None
     keys_used: list[tuple[str, str]] = field(default_factory=list)
     region: str = ""

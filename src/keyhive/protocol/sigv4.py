@@ -39,6 +39,7 @@ from functools import lru_cache
 from typing import NamedTuple
 from urllib.parse import quote, unquote_plus
 
+from keyhive import limits
 from keyhive.errors import (
     IncompleteSignatureException,
     InvalidSignatureException,
@@ -52,7 +53,7 @@ ALGORITHM = "AWS4-HMAC-SHA256"
 TERMINATOR = "aws4_request"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 # AWS rejects a request dated more than 5 minutes from its own clock, either way.
-MAX_CLOCK_SKEW = datetime.timedelta(minutes=5)
+MAX_CLOCK_SKEW = datetime.timedelta(seconds=limits.MAX_CLOCK_SKEW_SECONDS)
 # Presigned URLs live at most 7 days (AWS SigV4 docs, "Authenticating Requests: Using
 # Query Parameters": X-Amz-Expires "minimum value 1 ... maximum value 604800").
 MAX_PRESIGN_EXPIRES = 604_800

@@ -14,7 +14,6 @@ from keyhive import keyspecs
 from keyhive.blob import seal_kms_blob
 from keyhive.crypto import asymmetric
 from keyhive.errors import (
-    DryRunOperationException,
     InvalidKeyUsageException,
     KMSInvalidMacException,
     KMSInvalidSignatureException,
@@ -23,9 +22,10 @@ from keyhive.errors import (
 )
 from keyhive.keystore import KeyRecord
 from keyhive.service.context import Context
+from keyhive.service.cryptoops import dry_run, refuse_recipient
+from keyhive.service.keys import algorithm_lists
 from keyhive.service.registry import operation
 from keyhive.service.resolve import find_key
-from keyhive.service.keys import algorithm_lists
 
 
 def _material(ctx: Context, key: KeyRecord) -> bytes:
@@ -40,11 +40,6 @@ def _algorithm(key: KeyRecord, usage: str, algorithm: str) -> str:
     if algorithm not in keyspecs.SPECS[key.key_spec].algorithms(usage):
         raise InvalidKeyUsageException(f"Algorithm {algorithm} is incompatible with key spec {key.key_spec}.")
     return algorithm
-
-
-def _dry_run(req: dict[str, Any]) -> None:
-    if req.get("DryRun"):
-        raise DryRunOperationException()
 
 
 def _signing_input(req: dict[str, Any], algorithm: str) -> tuple[bytes, str]:
@@ -72,7 +67,7 @@ def sign(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
         "kms:SigningAlgorithm": req["SigningAlgorithm"], "kms:MessageType": req.get("MessageType", "RAW")})
     algorithm = _algorithm(key, keyspecs.SIGN_VERIFY, req["SigningAlgorithm"])
     message, message_type = _signing_input(req, algorithm)
-    _dry_run(req)
+    dry_run(req)
     return {"KeyId": key.arn, "Signature": asymmetric.sign(_material(ctx, key), algorithm, message, message_type),
             "SigningAlgorithm": algorithm}
 
@@ -83,7 +78,7 @@ def verify(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
         "kms:SigningAlgorithm": req["SigningAlgorithm"], "kms:MessageType": req.get("MessageType", "RAW")})
     algorithm = _algorithm(key, keyspecs.SIGN_VERIFY, req["SigningAlgorithm"])
     message, message_type = _signing_input(req, algorithm)
-    _dry_run(req)
+    dry_run(req)
     if not asymmetric.verify(_material(ctx, key), algorithm, message, message_type, req["Signature"]):
         raise KMSInvalidSignatureException()
     return {"KeyId": key.arn, "SignatureValid": True, "SigningAlgorithm": algorithm}
@@ -109,7 +104,7 @@ def get_public_key(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
 def generate_mac(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
     key = find_key(ctx, req["KeyId"], "GenerateMac", conditions={"kms:MacAlgorithm": req["MacAlgorithm"]})
     algorithm = _algorithm(key, keyspecs.GENERATE_VERIFY_MAC, req["MacAlgorithm"])
-    _dry_run(req)
+    dry_run(req)
     return {"Mac": asymmetric.mac(_material(ctx, key), algorithm, req["Message"]), "MacAlgorithm": algorithm,
             "KeyId": key.arn}
 
@@ -118,7 +113,7 @@ def generate_mac(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
 def verify_mac(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
     key = find_key(ctx, req["KeyId"], "VerifyMac", conditions={"kms:MacAlgorithm": req["MacAlgorithm"]})
     algorithm = _algorithm(key, keyspecs.GENERATE_VERIFY_MAC, req["MacAlgorithm"])
-    _dry_run(req)
+    dry_run(req)
     if not asymmetric.mac_valid(_material(ctx, key), algorithm, req["Message"], req["Mac"]):
         raise KMSInvalidMacException()
     return {"KeyId": key.arn, "MacValid": True, "MacAlgorithm": algorithm}
@@ -126,12 +121,11 @@ def verify_mac(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
 
 @operation("DeriveSharedSecret")
 def derive_shared_secret(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
-    if req.get("Recipient"):
-        raise UnsupportedOperationException("Recipient (Nitro Enclaves attestation) is not supported.")
+    refuse_recipient(req)
     key = find_key(ctx, req["KeyId"], "DeriveSharedSecret",
                    conditions={"kms:KeyAgreementAlgorithm": req["KeyAgreementAlgorithm"]})
     algorithm = _algorithm(key, keyspecs.KEY_AGREEMENT, req["KeyAgreementAlgorithm"])
-    _dry_run(req)
+    dry_run(req)
     try:
         secret = asymmetric.ecdh(_material(ctx, key), req["PublicKey"])
     except asymmetric.CryptoInputError:
@@ -140,8 +134,7 @@ def derive_shared_secret(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
 
 
 def _data_key_pair(ctx: Context, req: dict[str, Any], operation_name: str) -> dict[str, Any]:
-    if req.get("Recipient"):
-        raise UnsupportedOperationException("Recipient (Nitro Enclaves attestation) is not supported.")
+    refuse_recipient(req)
     pair_spec = keyspecs.SPECS.get(req["KeyPairSpec"])
     if pair_spec is None or not pair_spec.pair_for_data_keys:
         raise UnsupportedOperationException(f"KeyPairSpec {req['KeyPairSpec']} is not supported by this Keyhive server.")
@@ -150,7 +143,7 @@ def _data_key_pair(ctx: Context, req: dict[str, Any], operation_name: str) -> di
                    conditions={"kms:DataKeyPairSpec": pair_spec.name})
     if key.key_spec != "SYMMETRIC_DEFAULT" or key.key_usage != keyspecs.ENCRYPT_DECRYPT:
         raise InvalidKeyUsageException(f"{key.arn} key usage is {key.key_usage} which is not valid for this operation.")
-    _dry_run(req)
+    dry_run(req)
     private = asymmetric.generate(pair_spec.name, rsa_bits=pair_spec.rsa_bits, curve=pair_spec.curve)
     version = key.current.version
     material = ctx.keystore.material(key, version)

@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from keyhive import crypto, keyspecs, limits
-from keyhive.crypto import asymmetric
 from keyhive.blob import (
     MalformedBlob,
     open_kms_blob,
     parse_kms_blob,
     seal_kms_blob,
 )
+from keyhive.crypto import asymmetric
 from keyhive.errors import (
     CustomKeyStoreNotFoundException,
     DryRunOperationException,
@@ -64,7 +64,8 @@ def _no_context_for_asymmetric(key: KeyRecord, context: Mapping[str, str]) -> No
         raise ValidationException("EncryptionContext is supported only with symmetric encryption KMS keys.")
 
 
-def _refuse_recipient(req: dict[str, Any]) -> None:
+def refuse_recipient(req: dict[str, Any]) -> None:
+    """Nitro Enclaves attestation documents are not supported."""
     if req.get("Recipient"):
         raise UnsupportedOperationException("Recipient (Nitro Enclaves attestation) is not supported.")
 
@@ -144,7 +145,8 @@ def _material_id(key: KeyRecord, version: int) -> str | None:
     return next((v.material_id for v in key.versions if v.version == version), None)
 
 
-def _dry_run(req: dict[str, Any]) -> None:
+def dry_run(req: dict[str, Any]) -> None:
+    """DryRunOperationException once every check has passed, when the request is a dry run."""
     if req.get("DryRun"):
         raise DryRunOperationException()
 
@@ -180,7 +182,7 @@ def encrypt(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
                    conditions={"kms:EncryptionAlgorithm": req.get("EncryptionAlgorithm", SYMMETRIC_DEFAULT)})
     algorithm = _check_usage(key, req.get("EncryptionAlgorithm"))
     _no_context_for_asymmetric(key, context)
-    _dry_run(req)
+    dry_run(req)
     return {
         "CiphertextBlob": _seal(ctx, key, req["Plaintext"], context, algorithm),
         "KeyId": key.arn,
@@ -190,13 +192,13 @@ def encrypt(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
 
 @operation("Decrypt")
 def decrypt(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
-    _refuse_recipient(req)
+    refuse_recipient(req)
     context = req.get("EncryptionContext", {})
     _check_context(context)
     ciphertext = _ciphertext_blob(ctx, req, ("KeyId",), "Decrypt")
     key, version, plaintext, algorithm = _open(
         ctx, ciphertext, context, req.get("KeyId"), "Decrypt", "Decrypt", req.get("EncryptionAlgorithm"))
-    _dry_run(req)
+    dry_run(req)
     return {
         "KeyId": key.arn,
         "Plaintext": plaintext,
@@ -220,7 +222,7 @@ def re_encrypt(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
                               **_request_alias(req["DestinationKeyId"])})
     algorithm = _check_usage(destination, req.get("DestinationEncryptionAlgorithm"))
     _no_context_for_asymmetric(destination, destination_context)
-    _dry_run(req)
+    dry_run(req)
     return {
         "CiphertextBlob": _seal(ctx, destination, plaintext, destination_context, algorithm),
         "SourceKeyId": source.arn,
@@ -240,13 +242,13 @@ def _data_key_length(req: dict[str, Any]) -> int:
 
 
 def _generate_data_key(ctx: Context, req: dict[str, Any], operation_name: str) -> dict[str, Any]:
-    _refuse_recipient(req)
+    refuse_recipient(req)
     length = _data_key_length(req)
     context = req.get("EncryptionContext", {})
     _check_context(context)
     key = find_key(ctx, req["KeyId"], operation_name, encryption_context=context)
     _check_usage(key, None, symmetric_only=True)
-    _dry_run(req)
+    dry_run(req)
     data_key = crypto.random_bytes(length)
     return {
         "CiphertextBlob": _seal(ctx, key, data_key, context),
@@ -271,7 +273,7 @@ def generate_data_key_without_plaintext(ctx: Context, req: dict[str, Any]) -> di
 @operation("GenerateRandom")
 def generate_random(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
     ctx.authz.check(ctx, "GenerateRandom")
-    _refuse_recipient(req)
+    refuse_recipient(req)
     if req.get("CustomKeyStoreId"):
         raise CustomKeyStoreNotFoundException()
     number = req.get("NumberOfBytes")

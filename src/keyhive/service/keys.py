@@ -6,8 +6,8 @@ import datetime
 from typing import Any
 
 from keyhive import keyspecs, limits
-from keyhive.crypto import asymmetric
 from keyhive.audit import reader
+from keyhive.crypto import asymmetric
 from keyhive.errors import (
     CustomKeyStoreNotFoundException,
     UnsupportedOperationException,
