@@ -67,6 +67,11 @@ class Barrier:
         self.active_since = float(doc.get("since", 0.0))
         self._root_key = root_key
 
+    def reload(self) -> None:
+        """Read the keyring again: another process or node rotated or retired a term."""
+        if self._root_key is not None:
+            self.unseal(self._root_key)
+
     def seal(self) -> None:
         self._keys = {}
         self._active_term = 0
@@ -159,6 +164,9 @@ class Barrier:
         keys = self._require_keys()
         try:
             record = parse_record(data)
+            if record.term not in keys:  # a term newer than this process's keyring: another one rotated
+                self.reload()
+                keys = self._require_keys()
             return crypto.open_sealed(keys[record.term], record.nonce, record.sealed, record.header + path.encode())
         except (MalformedBlob, KeyError, crypto.DecryptionFailed):
             raise StoredRecordCorrupt(path) from None

@@ -108,14 +108,12 @@ class IdentityStore:
         return f"IdentityStore(users={len(self._users)}, access_keys={len(self._keys)})"
 
     def load(self) -> None:
-        self._users = {}
-        for _, raw in self._records.scan(USER_PREFIX):
-            user = User(**json.loads(raw))
-            self._users[(user.account, user.name)] = user
-        self._keys = {}
-        for _, raw in self._records.scan(ACCESS_KEY_PREFIX):
-            key = AccessKey(**json.loads(raw))
-            self._keys[key.access_key_id] = key
+        """Read every user and access key; memory changes only once both reads succeed."""
+        users = {(user.account, user.name): user
+                 for user in (User(**json.loads(raw)) for _, raw in self._records.scan(USER_PREFIX))}
+        keys = {key.access_key_id: key
+                for key in (AccessKey(**json.loads(raw)) for _, raw in self._records.scan(ACCESS_KEY_PREFIX))}
+        self._users, self._keys = users, keys
         self.epoch += 1
 
     def forget(self) -> None:

@@ -167,6 +167,19 @@ class Keystore:
         self._grants.clear()
         self.epoch += 1
 
+    def invalidate(self, path: str) -> None:
+        """Another process or node changed the record at ``path``: drop what is cached of it."""
+        parts = path.split("/")
+        if parts[0] != "kms":
+            return
+        if len(parts) == 5 and parts[3] == "key":
+            self._meta.drop(path)
+        elif len(parts) == 6 and parts[3] == "material" and parts[5].isdigit():
+            self._material.drop((parts[4], int(parts[5])))
+        elif len(parts) == 6 and parts[3] == "grant":
+            self._grants.drop(parts[4])
+        self.epoch += 1  # aliases, grants, policies and states all feed authorization verdicts
+
     # -- keys ---------------------------------------------------------------------
     def create_key(self, key: KeyRecord, material: bytes | None = None, *, external: bool = False) -> KeyRecord:
         """Store a new key with its first material (default: a fresh AES-256 key).

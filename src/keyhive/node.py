@@ -19,10 +19,12 @@ from typing import Any
 
 from keyhive import crypto
 from keyhive.audit.trail import AuditTrail, signing_key_records
-from keyhive.barrier import Barrier
+from keyhive.barrier import KEYRING_PATH, Barrier
 from keyhive.crypto import asymmetric
 from keyhive.errors import SealedException
 from keyhive.iam import (
+    ACCESS_KEY_PREFIX,
+    USER_PREFIX,
     AccessKey,
     IdentityStore,
     User,
@@ -35,6 +37,7 @@ from keyhive.keystore import Keystore
 from keyhive.seal import KeySeal, Seal, SealError, ShareCollector
 from keyhive.seal.shamir import new_shares
 from keyhive.storage import Conflict, Storage
+from keyhive.storage.base import ChangeHandler, Watch
 from keyhive.storage.work import commit_or_stage, current_work
 
 SEAL_CONFIG_PATH = "core/seal-config"
@@ -73,6 +76,8 @@ class Node:
         self.barrier_rotation_interval = 0.0  # seconds; 0: rotate only by encryption count
         self.audit = AuditTrail(storage, self.barrier, on_failure=self._reload)
         self._shares = ShareCollector()
+        self._watch: Watch | None = None
+        self.process_id = crypto.random_bytes(8).hex()  # names this process in storage leases (not a secret)
 
     def __repr__(self) -> str:
         return f"Node(sealed={self.sealed})"
@@ -277,6 +282,32 @@ class Node:
         self.keystore.forget()
         if not self.sealed:
             self.iam.load()
+
+    def start_watching(self, on_change: ChangeHandler) -> None:
+        """Hear what other workers and nodes commit (``on_change`` runs on a watcher thread)."""
+        self.stop_watching()
+        self._watch = self.storage.watch(on_change)
+
+    def stop_watching(self) -> None:
+        if self._watch is not None:
+            self._watch.stop()
+            self._watch = None
+
+    def apply_changes(self, paths: list[str] | None) -> None:
+        """Another worker or node committed ``paths`` (None: unknown which): drop what they make stale."""
+        if paths is None:
+            self.keystore.forget()
+            if not self.sealed:
+                self.barrier.reload()
+                self.iam.load()
+            return
+        for path in paths:
+            self.keystore.invalidate(path)
+        if not self.sealed:
+            if KEYRING_PATH in paths:
+                self.barrier.reload()
+            if any(path.startswith((USER_PREFIX, ACCESS_KEY_PREFIX)) for path in paths):
+                self.iam.load()
 
     # -- authentication -------------------------------------------------------------
     def access_key(self, access_key_id: str) -> AccessKey | None:

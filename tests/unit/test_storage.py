@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from keyhive.storage import Conflict, open_storage
 from keyhive.storage import base as base_module
 from keyhive.storage import sqlite as sqlite_module
-from keyhive.storage.conformance import exercise_storage
+from keyhive.storage.conformance import exercise_change_feed, exercise_storage
 from keyhive.storage.sqlite import SQLiteStorage
 
 
@@ -199,3 +200,21 @@ def test_prefix_end() -> None:
     assert end("k/") == "k0"
     assert end("k/\U0010ffff") == "k0"
     assert end("a\ud7ff") == "a\ue000"
+
+
+def test_change_feed(tmp_path: Path) -> None:
+    exercise_change_feed(lambda: (SQLiteStorage(tmp_path / "shared.db"), SQLiteStorage(tmp_path / "shared.db")))
+
+
+def test_a_watcher_that_fell_behind_the_pruned_log_forgets_everything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_module, "CHANGES_KEPT", 3)
+    monkeypatch.setattr(sqlite_module, "PRUNE_EVERY", 4)
+    monkeypatch.setattr(sqlite_module, "CHANGE_POLL_SECONDS", 1.0)  # the commits below come before its first poll
+    a, b = SQLiteStorage(tmp_path / "shared.db"), SQLiteStorage(tmp_path / "shared.db")
+    heard: list[list[str] | None] = []
+    watch = a.watch(heard.append)
+    for i in range(8):
+        b.commit({f"kms/{i}": b"x"})
+    time.sleep(1.5)
+    watch.stop()
+    assert heard == [None, ["kms/5"], ["kms/6"], ["kms/7"]]  # rows 1-5 were pruned unread

@@ -18,7 +18,7 @@ import pytest
 
 from keyhive import backup
 from keyhive.storage import Conflict, StorageUnavailable, open_storage
-from keyhive.storage.conformance import exercise_storage
+from keyhive.storage.conformance import exercise_change_feed, exercise_storage
 from keyhive.storage.sqlite import SQLiteStorage
 from tests.postgres import PgCluster, cluster, require_psycopg
 
@@ -367,3 +367,37 @@ def test_a_closed_storage_is_unusable(pg: PgCluster) -> None:
     storage.close()
     with pytest.raises(psycopg.Error):
         storage.get("a")
+
+
+# -- the change feed ------------------------------------------------------------------------
+
+def test_change_feed(pg: PgCluster) -> None:
+    def pair() -> tuple[PostgresStorage, PostgresStorage]:
+        url = pg.new_schema()
+        return PostgresStorage(url), PostgresStorage(url)
+
+    exercise_change_feed(pair)
+
+
+def test_the_change_feed_is_per_schema(pg: PgCluster) -> None:
+    one, other = PostgresStorage(pg.new_schema()), PostgresStorage(pg.new_schema())
+    heard: list[list[str] | None] = []
+    watch = one.watch(heard.append)
+    other.commit({"kms/elsewhere": b"x"})
+    time.sleep(0.5)
+    watch.stop()
+    one.close()
+    other.close()
+    assert heard == []
+
+
+def test_a_change_too_long_to_notify_says_unknown(nodes: tuple[PostgresStorage, PostgresStorage]) -> None:
+    a, b = nodes
+    heard: list[list[str] | None] = []
+    watch = a.watch(heard.append)
+    b.commit({f"kms/{'x' * 100}/{i}": b"x" for i in range(100)})
+    deadline = time.monotonic() + 2
+    while not heard and time.monotonic() < deadline:
+        time.sleep(0.02)
+    watch.stop()
+    assert heard == [None]

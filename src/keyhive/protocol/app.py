@@ -46,6 +46,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 JSON_11 = b"application/x-amz-json-1.1"
 TARGET_PREFIX = "TrentService."
 ADMIN_PREFIX = "/keyhive/v1/"
+CHANGE_RETRY_SECONDS = 0.5
 
 
 class Reply:
@@ -125,13 +126,25 @@ class KeyhiveApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                loop = asyncio.get_running_loop()
+                self.node.start_watching(lambda paths: loop.call_soon_threadsafe(self._apply_changes, paths))
                 self._scheduler = asyncio.create_task(run_forever(self.node, self.clock, self.scheduler_interval))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self._scheduler:
                     self._scheduler.cancel()
+                self.node.stop_watching()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    def _apply_changes(self, paths: list[str] | None) -> None:
+        """On the event loop, between requests: a request never sees a cache half invalidated."""
+        try:
+            self.node.apply_changes(paths)
+        except Exception as exc:  # e.g. storage unavailable while reloading: forget all, try again soon
+            log.warning("applying changes from other processes failed (%s); retrying", getattr(exc, "log_detail", exc))
+            self.node.keystore.forget()
+            asyncio.get_running_loop().call_later(CHANGE_RETRY_SECONDS, self._apply_changes, None)
 
     # -- routing --------------------------------------------------------------------
     def _route(self, scope: Scope, body: bytes, exchange: Exchange) -> Reply:

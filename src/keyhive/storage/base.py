@@ -6,8 +6,9 @@ keys or encryption: everything secret arrives already sealed by the barrier.
 
 from __future__ import annotations
 
+import urllib.parse
 from pathlib import Path
-from typing import Iterable, Mapping, Protocol
+from typing import Callable, Iterable, Mapping, Protocol
 
 from keyhive.errors import DependencyTimeoutException
 
@@ -33,6 +34,27 @@ class StorageUnavailable(DependencyTimeoutException):
         return "DependencyTimeoutException"
 
 
+# Paths every request writes and no node caches: their commits are not announced to watchers.
+UNANNOUNCED_PREFIXES = ("audit/", "core/leases/")
+
+CHANGE_DELAY_SECONDS = 0.25  # the documented bound: a change reaches every watcher within it
+CHANGE_POLL_SECONDS = 0.05  # how often a polling watcher looks for new changes
+
+# A watcher's callback: the paths another writer committed, or None when changes may have
+# been missed (the watcher was disconnected or fell behind): then forget everything cached.
+ChangeHandler = Callable[[list[str] | None], None]
+
+
+def announced(puts: Iterable[str], deletes: Iterable[str]) -> list[str]:
+    """The paths of a commit that other processes and nodes must hear about."""
+    return sorted({p for p in (*puts, *deletes) if not p.startswith(UNANNOUNCED_PREFIXES)})
+
+
+class Watch(Protocol):
+    def stop(self) -> None:
+        """Stop delivering changes (the watcher thread ends soon after)."""
+
+
 class Storage(Protocol):
     def get(self, path: str) -> bytes | None:
         """The value at ``path``, or None."""
@@ -53,6 +75,12 @@ class Storage(Protocol):
         Preconditions: every ``must_be_absent`` path is absent, every ``expect`` path holds that value.
         """
 
+    def watch(self, on_change: ChangeHandler) -> Watch:
+        """Call ``on_change`` (from a thread of its own) with the paths that other storage objects,
+        in this process or any other, commit from now on; this object's own commits are not
+        reported.  Changes arrive in commit order, within ``CHANGE_DELAY_SECONDS`` of the commit.
+        """
+
     def snapshot(self) -> bytes:
         """A consistent copy of everything stored, as the bytes of an SQLite database file (the backup format)."""
 
@@ -65,6 +93,24 @@ POSTGRES_URL_SCHEMES = ("postgresql://", "postgres://")
 
 def is_postgres_url(location: str | Path) -> bool:
     return isinstance(location, str) and location.startswith(POSTGRES_URL_SCHEMES)
+
+
+def describe_location(location: str | Path) -> str:
+    """Where the data is, for messages: a URL loses its password (in the authority or the query).
+
+    A URL too malformed to take apart shows only its scheme, so nothing in it can leak.
+    """
+    if not is_postgres_url(location):
+        return str(location)
+    try:
+        parts = urllib.parse.urlsplit(str(location))
+    except ValueError:  # e.g. an unclosed "[" in the host
+        return str(location).partition("://")[0] + "://***"
+    if parts.password is not None:
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{parts.netloc.rpartition('@')[2]}")
+    query = "&".join("password=***" if urllib.parse.unquote(item.partition("=")[0]) == "password" else item
+                     for item in parts.query.split("&"))
+    return urllib.parse.urlunsplit(parts._replace(query=query))
 
 
 def open_storage(location: str | Path) -> Storage:

@@ -6,9 +6,11 @@ checks each promise of :class:`keyhive.storage.Storage`.
 
 from __future__ import annotations
 
+import queue
+import time
 from typing import Callable
 
-from keyhive.storage.base import Conflict, Storage
+from keyhive.storage.base import CHANGE_DELAY_SECONDS, Conflict, Storage
 
 
 def exercise_storage(factory: Callable[[], Storage]) -> None:
@@ -84,3 +86,54 @@ def _binary_values(s: Storage) -> None:
     value = bytes(range(256)) * 4
     s.commit({"bin": value})
     assert s.get("bin") == value
+
+
+def exercise_change_feed(open_pair: Callable[[], tuple[Storage, Storage]]) -> None:
+    """Two storage objects on one database (two processes, or two nodes): each hears the other's changes."""
+    a, b = open_pair()
+    heard: queue.Queue[list[str] | None] = queue.Queue()
+    watch = a.watch(heard.put)
+    try:
+        b.commit({"kms/k/2": b"x", "kms/k/1": b"y", "audit/events/1": b"e"})
+        b.commit({"iam/u": b"z"}, deletes=["kms/k/1"])
+        a.commit({"kms/own": b"a"})  # a's own commits are not reported back to it
+        b.commit({"audit/events/2": b"e"})  # nobody caches the trail: not announced
+        try:
+            b.commit({"kms/never": b"n"}, must_be_absent=["kms/k/2"])
+        except Conflict:
+            pass
+        b.commit({"core/last": b"1"})
+        assert _next_change(heard) == ["kms/k/1", "kms/k/2"]
+        assert _next_change(heard) == ["iam/u", "kms/k/1"]
+        assert _next_change(heard) == ["core/last"]  # in commit order; the conflicted commit announced nothing
+        time.sleep(CHANGE_DELAY_SECONDS)
+        assert _drain(heard) == []
+    finally:
+        watch.stop()
+    b.commit({"kms/after": b"1"})
+    time.sleep(CHANGE_DELAY_SECONDS)
+    assert _drain(heard) == [], "a stopped watch must be silent"
+    a.close()
+    b.close()
+
+
+def _next_change(heard: queue.Queue[list[str] | None]) -> list[str]:
+    """The next change heard within the documented delay (a "changes unknown" is skipped)."""
+    deadline = time.monotonic() + CHANGE_DELAY_SECONDS
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            change = heard.get(timeout=left)
+        except queue.Empty:
+            break
+        if change is not None:
+            return change
+    raise AssertionError(f"no change heard within {CHANGE_DELAY_SECONDS} s")
+
+
+def _drain(heard: queue.Queue[list[str] | None]) -> list[list[str]]:
+    changes = []
+    while not heard.empty():
+        change = heard.get()
+        if change is not None:
+            changes.append(change)
+    return changes

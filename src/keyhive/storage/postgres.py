@@ -14,6 +14,12 @@ restarted) is replaced and the call retried, because nothing was applied through
 it.  Any other loss of the database raises StorageUnavailable, and the pool
 reconnects by itself once PostgreSQL is back.
 
+A commit that changes cached records sends a NOTIFY on ``keyhive_changes`` in its
+transaction; PostgreSQL delivers it to every listening node once, and only if, the
+commit succeeds, in commit order.  Each node's watcher holds one LISTEN connection;
+while it is disconnected it keeps reporting "changes unknown", so caches stay empty
+until it listens again.
+
 Paths are ``TEXT COLLATE "C"`` in a UTF8 database: they compare as UTF-8 bytes,
 which is code point order, as the conformance suite requires.  Schema migrations
 are named and recorded in ``schema_migrations``; each node runs the missing ones
@@ -24,8 +30,10 @@ apply each migration exactly once.
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, TypeVar
@@ -33,6 +41,7 @@ from typing import Callable, Iterable, Mapping, TypeVar
 try:
     import psycopg
     from psycopg import errors as pg_errors
+    from psycopg import sql
     from psycopg.conninfo import conninfo_to_dict
     from psycopg_pool import ConnectionPool, PoolClosed
 except ImportError as exc:  # an optional extra
@@ -40,10 +49,12 @@ except ImportError as exc:  # an optional extra
         "PostgreSQL storage needs psycopg 3 and psycopg-pool: pip install 'keyhive[postgres]'"
     ) from exc
 
-from keyhive.storage.base import Conflict, StorageUnavailable, scan_query
+from keyhive.storage.base import CHANGE_POLL_SECONDS, ChangeHandler, Conflict, StorageUnavailable, announced, scan_query
+from keyhive.storage.changes import WatchThread, decode_change, deliver, encode_change, new_writer_id
 from keyhive.storage.sqlite import SQLiteStorage
 
 T = TypeVar("T")
+log = logging.getLogger("keyhive.storage")
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -58,6 +69,8 @@ POOL_TIMEOUT_SECONDS = 5.0  # longest wait for a connection: then StorageUnavail
 RETRY_SECONDS = 5.0  # how long a commit retries serialization failures and deadlocks
 RETRY_PAUSE_SECONDS = (0.001, 0.05)  # random pause after a serialization failure: first, largest
 SNAPSHOT_BATCH = 1000  # records per SQLite commit while building a snapshot
+CHANNEL = "keyhive_changes"  # and the schema's name: a channel is per database, not per schema
+MAX_NOTIFY_BYTES = 7900  # PostgreSQL's payload limit is 8000 bytes; a longer change says "unknown"
 
 _RETRYABLE = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected)
 
@@ -69,10 +82,13 @@ class PostgresStorage:
         if "connect_timeout" not in conninfo_to_dict(url):
             kwargs["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
         self._max_size = max_size
+        self._url, self._kwargs = url, kwargs
+        self.writer = new_writer_id()
         try:
             with psycopg.connect(url, **kwargs) as conn:  # type: ignore[arg-type]
                 _require_utf8(conn)
                 _migrate(conn)
+                self._channel = f"{CHANNEL}:{conn.execute('SELECT current_schema()').fetchone()[0]}"  # type: ignore[index]
         except psycopg.OperationalError as exc:
             raise StorageUnavailable(f"cannot open the PostgreSQL storage: {exc}") from exc
         self._pool = ConnectionPool(url, kwargs=kwargs, min_size=min_size, max_size=max_size, timeout=timeout,
@@ -107,6 +123,7 @@ class PostgresStorage:
         delete_paths = sorted(set(deletes))
         absent = sorted(set(must_be_absent))
         expected = dict(expect)
+        change = _notification(self.writer, announced(puts, delete_paths))
 
         def apply(conn: psycopg.Connection) -> None:
             committing = False
@@ -121,6 +138,8 @@ class PostgresStorage:
                             "ON CONFLICT (path) DO UPDATE SET value = EXCLUDED.value",
                             ([p for p, _ in put_items], [v for _, v in put_items]),
                         )
+                    if change is not None:
+                        conn.execute("SELECT pg_notify(%s, %s)", (self._channel, change))
                     committing = True  # leaving the block sends COMMIT
             except psycopg.OperationalError as exc:
                 if committing and conn.broken:
@@ -130,6 +149,34 @@ class PostgresStorage:
                 raise
 
         self._run(apply)
+
+    def watch(self, on_change: ChangeHandler) -> WatchThread:
+        listening: list[psycopg.Connection] = [self._listen()]  # listening before this returns
+
+        def listen(stopping: threading.Event) -> None:
+            if not listening:
+                try:
+                    listening.append(self._listen())
+                except psycopg.OperationalError:
+                    on_change(None)  # blind: cached records may be stale, so keep no cache
+                    stopping.wait(CHANGE_POLL_SECONDS * 4)
+                    return
+                on_change(None)  # whatever changed while this watcher was not listening
+            with listening.pop() as conn:
+                try:
+                    while not stopping.is_set():
+                        for notify in conn.notifies(timeout=CHANGE_POLL_SECONDS * 4):
+                            deliver(on_change, self.writer, *decode_change(notify.payload))
+                except psycopg.OperationalError as exc:
+                    log.warning("lost the PostgreSQL change feed, reconnecting: %s", exc)
+                    on_change(None)
+
+        return WatchThread("keyhive-postgres-watch", listen)
+
+    def _listen(self) -> psycopg.Connection:
+        conn = psycopg.connect(self._url, **self._kwargs)  # type: ignore[arg-type]
+        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+        return conn
 
     def snapshot(self) -> bytes:
         """One REPEATABLE READ snapshot of every record, written into an SQLite database file.
@@ -176,6 +223,13 @@ class PostgresStorage:
                 if conn is not None and conn.broken and attempt <= self._max_size:
                     continue  # a pooled connection that died while idle: nothing was applied through it
                 raise StorageUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
+
+
+def _notification(writer: str, paths: list[str]) -> str | None:
+    if not paths:
+        return None
+    payload = encode_change(writer, paths)
+    return payload if len(payload.encode()) <= MAX_NOTIFY_BYTES else encode_change(writer, None)
 
 
 def _check(conn: psycopg.Connection, absent: list[str], expected: Mapping[str, bytes]) -> None:

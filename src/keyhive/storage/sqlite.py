@@ -4,6 +4,11 @@ One connection owns the write path (``BEGIN IMMEDIATE`` under a lock, as dataset
 does); WAL with ``synchronous=FULL`` makes every commit durable before it returns.
 Readers use a connection of their own per thread, so reads go on while a commit
 waits for the disk.
+
+Several processes (the server's workers) may share one database file: SQLite's
+own locking serializes their commits.  Each commit that changes a cached record
+appends a row to ``changes``, in the same transaction, so row ids follow commit
+order; each process's watcher polls that table for rows after its cursor.
 """
 
 from __future__ import annotations
@@ -14,14 +19,21 @@ import threading
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from keyhive.storage.base import Conflict, scan_query
+from keyhive.storage.base import CHANGE_POLL_SECONDS, ChangeHandler, Conflict, announced, scan_query
+from keyhive.storage.changes import WatchThread, decode_change, deliver, encode_change, new_writer_id
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
         "0001_records",
         "CREATE TABLE records (path TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
     ),
+    (
+        "0002_changes",
+        "CREATE TABLE changes (id INTEGER PRIMARY KEY AUTOINCREMENT, change TEXT NOT NULL)",
+    ),
 ]
+CHANGES_KEPT = 10_000  # rows of the change log kept; a watcher further behind forgets everything
+PRUNE_EVERY = 1024  # commits between prunings of the change log
 
 
 class SQLiteStorage:
@@ -33,6 +45,7 @@ class SQLiteStorage:
         self._readers = threading.local()
         self._all_readers: list[sqlite3.Connection] = []
         self._closed = False
+        self.writer = new_writer_id()
         self._migrate()
 
     def _connect(self) -> sqlite3.Connection:
@@ -101,10 +114,35 @@ class SQLiteStorage:
                 self._db.executemany(
                     "INSERT OR REPLACE INTO records (path, value) VALUES (?, ?)", list(puts.items())
                 )
+                self._announce(announced(puts, deletes))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def _announce(self, paths: list[str]) -> None:
+        if not paths:
+            return
+        row = self._db.execute("INSERT INTO changes (change) VALUES (?)", (encode_change(self.writer, paths),))
+        if row.lastrowid is not None and row.lastrowid % PRUNE_EVERY == 0:
+            self._db.execute("DELETE FROM changes WHERE id <= ?", (row.lastrowid - CHANGES_KEPT,))
+
+    def watch(self, on_change: ChangeHandler) -> WatchThread:
+        db = self._connect()
+        (cursor,) = db.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()
+
+        def poll(stopping: threading.Event) -> None:
+            nonlocal cursor
+            while not stopping.wait(CHANGE_POLL_SECONDS):
+                rows = db.execute("SELECT id, change FROM changes WHERE id > ? ORDER BY id", (cursor,)).fetchall()
+                if rows and rows[0][0] != cursor + 1:  # pruned before this watcher read it
+                    on_change(None)
+                for row_id, change in rows:
+                    deliver(on_change, self.writer, *decode_change(change))
+                    cursor = row_id
+            db.close()
+
+        return WatchThread("keyhive-sqlite-watch", poll)
 
     def snapshot(self) -> bytes:
         """An online, consistent copy of the database (SQLite's backup API), as file bytes."""
