@@ -48,7 +48,8 @@ def free_port() -> int:
 
 
 def start_server(port: int) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "keyhive.cli.main", "server", "--dev", "--port", str(port), "--log-level", "warning"]
+    argv = [sys.executable, "-m", "keyhive.cli.main", "server", "--dev", "--port", str(port), "--log-level", "warning",
+            "--workers", "1"]
     env = {**os.environ, "KEYHIVE_DEV_ACCESS_KEY_ID": AKID, "KEYHIVE_DEV_SECRET_ACCESS_KEY": SECRET}
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     for _ in range(300):

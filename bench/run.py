@@ -91,7 +91,7 @@ def main() -> None:
 
     def keyhive(port: int, *extra: str) -> list[str]:
         return [sys.executable, "-m", "keyhive.cli.main", "server", "--dev", "--port", str(port),
-                "--log-level", "warning", *extra]
+                "--log-level", "warning", "--workers", "1", *extra]  # one worker, as moto has one process
 
     commands = {
         "keyhive": (keyhive(ports["keyhive"]), "/keyhive/health", keyhive_env),

@@ -53,7 +53,7 @@ def main() -> None:
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     process = start([sys.executable, "-m", "keyhive.cli.main", "server", "--dev", "--port", str(port),
-                     "--log-level", "warning"], endpoint + "/keyhive/health",
+                     "--log-level", "warning", "--workers", "1"], endpoint + "/keyhive/health",
                     {"KEYHIVE_DEV_ACCESS_KEY_ID": AKID, "KEYHIVE_DEV_SECRET_ACCESS_KEY": SECRET})
     rows = []
     try:

@@ -88,6 +88,8 @@ def start_server(
     log_path = tmp / f"server-{port}.log"
     full_env = {**os.environ, "KEYHIVE_DEV_ACCESS_KEY_ID": DEV_ACCESS_KEY_ID,
                 "KEYHIVE_DEV_SECRET_ACCESS_KEY": DEV_SECRET_ACCESS_KEY, **(env or {})}
+    if "--workers" not in args:  # one process: tests of KMS behaviour need no cross-worker delays
+        args = (*args, "--workers", "1")  # (tests/integration/test_workers.py covers several)
     argv = [sys.executable, "-m", "keyhive.cli.main", "server", "--port", str(port), *args]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=full_env)

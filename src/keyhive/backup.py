@@ -1,4 +1,4 @@
-"""Backups: a consistent snapshot of a data directory's database, checksummed.
+"""Backups: a consistent snapshot of the storage, checksummed.
 
 The snapshot holds records exactly as stored: everything secret is still sealed
 by the barrier, so a backup is useless without the seal (the key shares or the
@@ -6,16 +6,26 @@ HSM).  File format::
 
     KEYHIVE-BACKUP 1\\n
     {"format": 1, "created": ISO 8601, "size": N, "sha256": hex}\\n
-    N bytes: an SQLite database file
+    N bytes: an SQLite database file (``Storage.snapshot()``, whatever the backend)
+
+A backup restores into an empty data directory (the file becomes its database)
+or into any empty storage (its records are copied in one atomic commit).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
 import os
+import sqlite3
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+from keyhive.storage import Conflict, Storage
+from keyhive.storage.sqlite import SQLiteStorage
 
 MAGIC = b"KEYHIVE-BACKUP 1\n"
 MAX_HEADER_BYTES = 4096
@@ -65,3 +75,40 @@ def restore(backup_file: Path, data_dir: Path) -> None:
         out.write(database)
         out.flush()
         os.fsync(out.fileno())
+
+
+
+def restore_into(database: bytes, target: Storage, name: str) -> int:
+    """Copy the records of ``database`` (a backup's, see :func:`unpack`) into ``target``, which must hold none.
+
+    One commit, so a failed restore leaves ``target`` empty; each path must still be
+    absent when it commits (a node that wrote meanwhile makes it refuse).  ``name``
+    says which storage in messages.  Returns how many records were copied.
+    """
+    try:
+        with open_snapshot(database) as source:
+            records = dict(source.scan(""))
+    except sqlite3.DatabaseError as exc:
+        raise BackupError(f"the backup's database cannot be read: {exc}") from None
+    not_empty = BackupError(f"{name} is not empty: restore only into an empty database")
+    if target.scan("", limit=1):
+        raise not_empty
+    try:
+        target.commit(records, must_be_absent=records)
+    except Conflict:
+        raise not_empty from None
+    return len(records)
+
+
+@contextlib.contextmanager
+def open_snapshot(database: bytes) -> Iterator[Storage]:
+    """The bytes of an SQLite database file (a snapshot, a backup's database) as a storage, in a private
+    temporary directory that is removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="keyhive-snapshot-") as tmp:
+        path = Path(tmp) / DATABASE_NAME
+        path.write_bytes(database)
+        storage = SQLiteStorage(path)
+        try:
+            yield storage
+        finally:
+            storage.close()

@@ -38,6 +38,7 @@ class Barrier:
         self._keys: dict[int, bytes] = {}
         self._active_term = 0
         self._root_key: bytes | None = None  # kept while unsealed: rotation rewrites the keyring
+        self._keyring_raw = b""  # the stored keyring this process read: a rewrite expects it unchanged
         self.active_since = 0.0  # when the active term was made (epoch seconds)
         self.encryptions = 0  # under the active term, by this process
 
@@ -62,6 +63,7 @@ class Barrier:
             error.log_detail = f"{KEYRING_PATH} is missing from storage"
             raise error
         doc = json.loads(self._open(root_key, KEYRING_PATH, raw))
+        self._keyring_raw = raw
         self._keys = {int(t): base64.b64decode(k) for t, k in doc["keys"].items()}
         self._active_term = int(doc["active"])
         self.active_since = float(doc.get("since", 0.0))
@@ -85,7 +87,13 @@ class Barrier:
         return self._active_term, min(keys)
 
     def rotate(self) -> int:
-        """Add a new term, active once durable; every older term keeps decrypting."""
+        """Add a new term, active once durable; every older term keeps decrypting.
+
+        Another worker or node may have rotated meanwhile: start from the stored keyring,
+        and write only if it is still that one (Conflict otherwise: nothing is lost).
+        """
+        self._require_keys()
+        self.reload()
         keys = dict(self._require_keys())
         term = max(keys) + 1
         keys[term] = crypto.new_key()
@@ -121,6 +129,8 @@ class Barrier:
 
     def retire_unused_terms(self) -> list[int]:
         """Drop every older term that no stored record uses any more; returns the retired terms."""
+        self._require_keys()
+        self.reload()
         keys = dict(self._require_keys())
         in_use = {self._active_term}
         for path, raw in self.storage.scan(""):
@@ -139,13 +149,14 @@ class Barrier:
         if self._root_key is None:
             raise SealedException()
 
+        raw = self._wrap_keyring(self._root_key, keys, active, since)
+
         def use() -> None:
             if active != self._active_term:
                 self.encryptions = 0
-            self._keys, self._active_term, self.active_since = keys, active, since
+            self._keys, self._active_term, self.active_since, self._keyring_raw = keys, active, since, raw
 
-        commit_or_stage(self.storage, {KEYRING_PATH: self._wrap_keyring(self._root_key, keys, active, since)},
-                        then=use)
+        commit_or_stage(self.storage, {KEYRING_PATH: raw}, expect={KEYRING_PATH: self._keyring_raw}, then=use)
 
     @staticmethod
     def _wrap_keyring(root_key: bytes, keys: Mapping[int, bytes], active: int, since: float) -> bytes:

@@ -37,6 +37,8 @@ ADMINISTRATOR_ACCESS = json.dumps(
 class SealedRecords(Protocol):
     """The part of the barrier this module needs."""
 
+    def get(self, path: str) -> bytes | None: ...
+
     def scan(self, prefix: str) -> list[tuple[str, bytes]]: ...
 
     def commit(self, puts: dict[str, bytes] = ..., deletes: list[str] = ..., *, must_be_absent: list[str] = ...) -> None: ...
@@ -121,18 +123,43 @@ class IdentityStore:
         self.epoch += 1
 
     # -- lookups (hot path) -----------------------------------------------------------
+    # Memory holds every user and key; another worker's or node's change arrives within the
+    # change feed's bound.  A miss reads storage, so what another process just created works
+    # at once; read-modify-write updates start from storage too, so they lose no one's change.
     def active_key(self, access_key_id: str) -> AccessKey | None:
         key = self._keys.get(access_key_id)
+        if key is None:
+            key = self._read_key(access_key_id)
         return key if key is not None and key.status == "Active" else None
 
-    def user(self, account: str, name: str) -> User:
-        user = self._users.get((account, name))
+    def user(self, account: str, name: str, *, fresh: bool = False) -> User:
+        user = None if fresh else self._users.get((account, name))
         if user is None:
-            raise NoSuchEntityException(f"The user with name {name} cannot be found.")
+            raw = self._records.get(_user_path(account, name))
+            if raw is None:
+                raise NoSuchEntityException(f"The user with name {name} cannot be found.")
+            user = self._cache_user(User(**json.loads(raw)))
         return user
 
+    def _read_key(self, access_key_id: str) -> AccessKey | None:
+        raw = self._records.get(ACCESS_KEY_PREFIX + access_key_id)
+        if raw is None:
+            self._keys.pop(access_key_id, None)
+            return None
+        key = self._keys[access_key_id] = AccessKey(**json.loads(raw))
+        self.epoch += 1
+        return key
+
     def user_exists(self, arn: str) -> bool:
-        return any(u.arn == arn for u in self._users.values())
+        if any(u.arn == arn for u in self._users.values()):
+            return True
+        account, _, name = arn.removeprefix("arn:aws:iam::").partition(":user/")
+        if not (account and name and arn.startswith("arn:aws:iam::")):
+            return False
+        try:
+            return self.user(account, name).arn == arn
+        except NoSuchEntityException:
+            return False
 
     # -- users --------------------------------------------------------------------------
     @staticmethod
@@ -152,7 +179,7 @@ class IdentityStore:
         return self._cache_user(user)
 
     def delete_user(self, account: str, name: str) -> None:
-        user = self.user(account, name)
+        user = self.user(account, name, fresh=True)
         if self.access_keys(account, name):
             raise DeleteConflictException("Cannot delete entity, must delete access keys first.")
         if user.policies:
@@ -176,21 +203,21 @@ class IdentityStore:
 
     # -- inline policies and tags ---------------------------------------------------------
     def put_user_policy(self, account: str, name: str, policy_name: str, document: str) -> None:
-        user = self.user(account, name)
+        user = self.user(account, name, fresh=True)
         self._save_user(replace(user, policies={**user.policies, policy_name: document}))
 
     def delete_user_policy(self, account: str, name: str, policy_name: str) -> None:
-        user = self.user(account, name)
+        user = self.user(account, name, fresh=True)
         if policy_name not in user.policies:
             raise NoSuchEntityException(f"The user policy with name {policy_name} cannot be found.")
         self._save_user(replace(user, policies={k: v for k, v in user.policies.items() if k != policy_name}))
 
     def tag_user(self, account: str, name: str, tags: dict[str, str]) -> None:
-        user = self.user(account, name)
+        user = self.user(account, name, fresh=True)
         self._save_user(replace(user, tags={**user.tags, **tags}))
 
     def untag_user(self, account: str, name: str, keys: list[str]) -> None:
-        user = self.user(account, name)
+        user = self.user(account, name, fresh=True)
         self._save_user(replace(user, tags={k: v for k, v in user.tags.items() if k not in keys}))
 
     # -- access keys --------------------------------------------------------------------
@@ -214,7 +241,7 @@ class IdentityStore:
                       key=lambda k: k.created)
 
     def _owned_key(self, account: str, access_key_id: str) -> AccessKey:
-        key = self._keys.get(access_key_id)
+        key = self._read_key(access_key_id)
         if key is None or key.account != account:
             raise NoSuchEntityException(f"The Access Key with id {access_key_id} cannot be found.")
         return key

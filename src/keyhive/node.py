@@ -13,9 +13,10 @@ is sealed it cannot authenticate anyone, so only status, init and unseal work.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from keyhive import crypto
 from keyhive.audit.trail import AuditTrail, signing_key_records
@@ -46,6 +47,8 @@ RECOVERY_CHECK_PATH = "core/recovery"  # with an HSM seal: proves a quorum of re
 RECOVERY_CHECK = b"keyhive-recovery-check-v1".ljust(32, b"\0")
 ADMIN_USER = "admin"
 
+log = logging.getLogger("keyhive.node")
+
 
 class AlreadyInitialized(Exception):
     pass
@@ -65,6 +68,34 @@ class InitResult:
         return f"InitResult(shares=<{len(self.shares)} hidden>, threshold={self.threshold}, access_key={self.access_key!r})"
 
 
+class Siblings(Protocol):
+    """The other worker processes of this server, told of every seal change (keyhive.siblings)."""
+
+    def unsealed(self, root_key: bytes) -> None: ...
+
+    def sealed(self) -> None: ...
+
+    def share_added(self, share: str) -> None: ...
+
+    def shares_reset(self) -> None: ...
+
+
+class NoSiblings:
+    """A process with no siblings (a single-process server, a tool, a test)."""
+
+    def unsealed(self, root_key: bytes) -> None:
+        pass
+
+    def sealed(self) -> None:
+        pass
+
+    def share_added(self, share: str) -> None:
+        pass
+
+    def shares_reset(self) -> None:
+        pass
+
+
 class Node:
     def __init__(self, storage: Storage, *, account_id: str, hsm: Seal | None = None) -> None:
         self.storage = storage
@@ -77,6 +108,7 @@ class Node:
         self.audit = AuditTrail(storage, self.barrier, on_failure=self._reload)
         self._shares = ShareCollector()
         self._watch: Watch | None = None
+        self.siblings: Siblings = NoSiblings()
         self.process_id = crypto.random_bytes(8).hex()  # names this process in storage leases (not a secret)
 
     def __repr__(self) -> str:
@@ -153,7 +185,10 @@ class Node:
     # -- barrier keys and shares --------------------------------------------------------
     def rotate_barrier(self) -> int:
         """A new barrier key term for new writes; older terms keep decrypting until re-wrapped."""
-        return self.barrier.rotate()
+        try:
+            return self.barrier.rotate()
+        except Conflict:  # another worker or node rotated at the same moment: build on its keyring
+            return self.barrier.rotate()
 
     def rewrap_and_retire(self, batch: int = 500) -> tuple[int, list[int]]:
         """One pass: re-wrap up to ``batch`` old-term records; retire terms nothing uses any more."""
@@ -244,11 +279,32 @@ class Node:
             return True
         if config["type"] != "shamir":
             raise SealError(f"this server unseals with its {config['type']} seal, not with key shares")
-        seal = self._shares.add(share, config["threshold"])
-        if seal is None:
-            return False
-        self.unseal_with(seal)
+        try:
+            seal = self._shares.add(share, config["threshold"])
+            if seal is None:
+                self.siblings.share_added(share)  # an unseal call of the same quorum may land on another worker
+                return False
+            self.unseal_with(seal)
+        except SealError:
+            self.reset_shares()
+            self.siblings.shares_reset()
+            raise
         return True
+
+    def reset_shares(self) -> None:
+        self._shares.reset()
+
+    def add_sibling_share(self, share: str) -> None:
+        """A share another worker took: count it here too; a quorum here unseals this worker only."""
+        config = self._seal_config()
+        if config is None or not self.sealed or config["type"] != "shamir":
+            return
+        try:
+            seal = self._shares.add(share, config["threshold"])
+            if seal is not None:
+                self.unseal_with_root(seal.unwrap_root(self._wrapped_root()))
+        except SealError as exc:  # the worker that took the share has answered its caller
+            log.info("a share passed on by another worker was refused: %s", exc)
 
     def auto_unseal(self) -> None:
         """Unseal with the HSM, if this node has one and is initialized and sealed. Raises SealError."""
@@ -257,25 +313,37 @@ class Node:
             self.unseal_with(self.hsm)
 
     def unseal_with(self, seal: Seal) -> None:
-        wrapped = self.storage.get(ROOT_PATH)
-        if wrapped is None:
-            raise NotInitialized()
-        root_key = seal.unwrap_root(wrapped)
+        """Unseal this node with ``seal``, then every sibling worker with the same root key."""
+        root_key = seal.unwrap_root(self._wrapped_root())
+        self.unseal_with_root(root_key)
+        self.siblings.unsealed(root_key)
+
+    def unseal_with_root(self, root_key: bytes) -> None:
+        """Unseal with the root key itself (a sibling worker's, handed over in memory)."""
         try:
             self.barrier.unseal(root_key)
         except crypto.DecryptionFailed:
             raise SealError("the root key does not open the keyring") from None
         self.iam.load()
         self.audit.unsealed()
+        self._shares.reset()
 
-    def seal(self) -> None:
-        """Forget the root key, the barrier keys and every cached secret."""
+    def _wrapped_root(self) -> bytes:
+        wrapped = self.storage.get(ROOT_PATH)
+        if wrapped is None:
+            raise NotInitialized()
+        return wrapped
+
+    def seal(self, *, announce: bool = True) -> None:
+        """Forget the root key, the barrier keys and every cached secret; with ``announce``, so do the siblings."""
         self.barrier.seal()
         self.keystore.forget()
         asymmetric.forget()
         self.iam.forget()
         self.audit.sealed()
         self._shares.reset()
+        if announce:
+            self.siblings.sealed()
 
     def _reload(self) -> None:
         """After a failed commit: drop what memory may hold that storage does not."""

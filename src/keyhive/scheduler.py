@@ -2,6 +2,14 @@
 
 Each change is made in a unit of work and committed with its audit event
 (CloudTrail's DeleteKey / RotateKey service events), like a request's.
+
+Several processes, on several nodes, may share one storage.  What concerns the
+stored keys (deletion, rotation, expiry of imported material, the barrier key's
+interval rotation, re-wrap and retirement of old terms) runs once per cluster: only
+in the process that holds the storage lease ``scheduler``.  What concerns the
+process itself runs in every process, every pass: watching its own HSM session,
+signing the head of its own audit chain, and rotating the barrier key when its own
+encryption count nears the GCM bound (no other process can see that count).
 """
 
 from __future__ import annotations
@@ -16,10 +24,27 @@ from keyhive.audit import unit_of_work
 from keyhive.audit.events import service_event
 from keyhive.barrier import MAX_ENCRYPTIONS_PER_TERM
 from keyhive.keystore import KeyRecord
+from keyhive.lease import Lease
 from keyhive.node import Node
 from keyhive.seal import SealError
 
 log = logging.getLogger("keyhive.scheduler")
+
+LEASE_NAME = "scheduler"
+# The holder renews every pass; 3 intervals let it miss two (a slow pass, a storage
+# hiccup) before another process takes over.  The floor keeps the ttl far above clock
+# skew between nodes, PostgreSQL's retry window (RETRY_SECONDS, 5 s), SQLite's busy
+# timeout (5 s) and one long job (a re-wrap batch, a retirement scan).  A process
+# that dies holding it delays the cluster's due work by at most the ttl; one that
+# shuts down releases it at once.
+LEASE_INTERVALS = 3
+MIN_LEASE_TTL_SECONDS = 30.0
+
+
+def scheduler_lease(node: Node, interval: float = 0.0) -> Lease:
+    """This process's claim on the cluster's scheduled work, for passes every ``interval`` seconds."""
+    ttl = max(LEASE_INTERVALS * interval, MIN_LEASE_TTL_SECONDS)
+    return Lease(node.storage, LEASE_NAME, node.process_id, ttl)
 
 
 def deletion_due(key: KeyRecord, now: float) -> bool:
@@ -34,12 +59,36 @@ def expiry_due(key: KeyRecord, now: float) -> bool:
     return bool(key.versions) and key.valid_to is not None and key.valid_to <= now and key.state != "PendingDeletion"
 
 
-def run_due_work(node: Node, now: float) -> None:
-    """One pass over every key, and the barrier's own upkeep: a sealed node has nothing it can do."""
+def run_due_work(node: Node, now: float, lease: Lease | None = None) -> None:
+    """One pass: this process's upkeep, and the cluster's due work if this process holds ``lease``.
+
+    ``now`` is the key life-cycle clock; the lease keeps wall-clock time.  A sealed node
+    has nothing it can do, and gives the lease up so that another process does it.
+    """
+    if lease is None:
+        lease = scheduler_lease(node)
     _watch_hsm(node)
     if node.sealed:
+        lease.release()
         return
+    try:
+        if lease.try_hold():
+            _cluster_work(node, now, lease)
+    finally:
+        try:
+            if node.barrier.encryptions >= MAX_ENCRYPTIONS_PER_TERM:
+                log.info("barrier key term %d rotated after %d encryptions", node.rotate_barrier(),
+                         MAX_ENCRYPTIONS_PER_TERM)
+            node.audit.sign_head()  # an idle writer's last events get their signature too
+        except Exception:
+            log.exception("this process's upkeep failed")
+
+
+def _cluster_work(node: Node, now: float, lease: Lease) -> None:
+    """Every due key, then the barrier's upkeep; stops if the lease is lost meanwhile."""
     for key in list(node.keystore.all_keys()):
+        if not _still_held(lease):
+            return
         if expiry_due(key, now):
             _audited(node, key, "DeleteExpiredKeyMaterial", {"keyState": "PendingImport"},
                      lambda k=key: node.keystore.drop_material(k))
@@ -50,11 +99,20 @@ def run_due_work(node: Node, now: float) -> None:
         elif rotation_due(key, now):
             _audited(node, key, "RotateKey", {"rotationType": "AUTOMATIC"}, lambda k=key: _rotate(node, k, now))
             log.info("rotated %s on schedule", key.arn)
+    if not _still_held(lease):
+        return
     try:
         _barrier_upkeep(node)
-        node.audit.sign_head()  # an idle writer's last events get their signature too
     except Exception:
         log.exception("barrier upkeep failed")
+
+
+def _still_held(lease: Lease) -> bool:
+    """Renew once half the ttl is gone, so that a long pass never outlives its lease."""
+    if lease.remaining() > lease.ttl / 2 or lease.try_hold():
+        return True
+    log.warning("lost the scheduler lease during a pass: another process goes on with the due work")
+    return False
 
 
 def _watch_hsm(node: Node) -> None:
@@ -77,11 +135,10 @@ def _watch_hsm(node: Node) -> None:
 
 
 def _barrier_upkeep(node: Node) -> None:
-    """Rotate the barrier key before GCM's nonce bound nears, or when its interval is up;
-    re-wrap old records a batch a pass."""
-    if node.barrier.encryptions >= MAX_ENCRYPTIONS_PER_TERM:
-        log.info("barrier key term %d rotated after %d encryptions", node.rotate_barrier(), MAX_ENCRYPTIONS_PER_TERM)
-    elif node.barrier_rotation_interval and time.time() - node.barrier.active_since >= node.barrier_rotation_interval:
+    """Rotate the barrier key when its interval is up; re-wrap old records a batch a pass.
+
+    (The rotation by encryption count is each process's own: see ``run_due_work``.)"""
+    if node.barrier_rotation_interval and time.time() - node.barrier.active_since >= node.barrier_rotation_interval:
         log.info("barrier key term %d rotated: its interval was up", node.rotate_barrier())
     active, oldest = node.barrier.terms
     if oldest != active:
@@ -102,9 +159,14 @@ def _audited(node: Node, key: KeyRecord, name: str, details: dict[str, str], cha
 
 
 async def run_forever(node: Node, clock: Callable[[], float], interval: float) -> None:
-    while True:
-        try:
-            run_due_work(node, clock())
-        except Exception:  # keep the scheduler alive; the fault goes to the log
-            log.exception("scheduled work failed")
-        await asyncio.sleep(interval)
+    """A pass every ``interval`` seconds until cancelled (server shutdown), which releases the lease."""
+    lease = scheduler_lease(node, interval)
+    try:
+        while True:
+            try:
+                run_due_work(node, clock(), lease)
+            except Exception:  # keep the scheduler alive; the fault goes to the log
+                log.exception("scheduled work failed")
+            await asyncio.sleep(interval)
+    finally:
+        lease.release()

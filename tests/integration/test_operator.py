@@ -366,7 +366,7 @@ def test_dev_server_prints_warning_and_honours_dev_credentials(tmp_path: Path) -
         assert health(server.endpoint) == 200
         log = server.log()
         assert "==> Keyhive dev server\n" in log
-        assert "WARNING: dev mode keeps its root key only in this process's memory" in log
+        assert "WARNING: dev mode keeps its root key only in this server's memory" in log
         assert f"Endpoint:          {server.endpoint}\n" in log
         assert f"Access key id:     {akid}\n" in log
         assert f"Secret access key: {secret}\n" in log

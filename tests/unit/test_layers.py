@@ -25,10 +25,11 @@ LAYERS: dict[str, int] = {
     "keyhive.grants": 1,
     "keyhive.keyspecs": 0,
     "keyhive.envelope": 0,  # client side (AWS Encryption SDK over boto3): imports no other Keyhive module
-    "keyhive.backup": 2,
+    "keyhive.backup": 3,  # backup files: built on storage
     "keyhive.blob": 2,
     "keyhive.storage": 2,
     "keyhive.barrier": 3,
+    "keyhive.lease": 3,  # the scheduler's (and any cluster-wide job's) lease: builds on storage only
     "keyhive.seal": 4,
     "keyhive.keystore": 4,
     "keyhive.iam": 4,
@@ -38,6 +39,9 @@ LAYERS: dict[str, int] = {
     "keyhive.scheduler": 7,
     "keyhive.protocol": 8,
     "keyhive.console": 8,
+    "keyhive.supervisor": 1,  # worker processes and their channel: imports no other Keyhive module
+    "keyhive.siblings": 7,  # a worker's side of that channel, driving its node
+    "keyhive.locations": 8,  # storage locations in messages, passwords hidden
     "keyhive.server": 9,
     "keyhive.cli": 10,
 }

@@ -3,7 +3,10 @@
 Every command reads the trail from one source: a running server (``--endpoint``,
 signed with the AWS credentials in the environment; the principal needs
 ``cloudtrail:LookupEvents`` / ``cloudtrail:Export``), a data directory
-(``--data-dir``, offline), or an export file (``--file``).
+(``--data-dir``, offline), a PostgreSQL database (``--storage URL``, read directly
+without a server), or an export file (``--file``).  Storage is read through one
+consistent snapshot, so servers still writing to it cannot make an intact trail
+look cut.
 """
 
 from __future__ import annotations
@@ -15,8 +18,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from keyhive import backup
 from keyhive.audit import reader
 from keyhive.cli.client import ClientError, call, default_endpoint, error_text
+from keyhive.storage import Storage, StorageUnavailable
+from keyhive.locations import describe_location, hide_password
+from keyhive.storage.base import is_postgres_url
 
 EXIT_TAMPERED = 1
 
@@ -55,10 +62,14 @@ def add_commands(commands: Any) -> None:
 
 
 def _source_flags(parser: argparse.ArgumentParser, *, allow_file: bool) -> None:
-    parser.add_argument("--endpoint", help="a running server (default $KEYHIVE_ENDPOINT)")
-    parser.add_argument("--data-dir", type=Path, help="read a data directory directly, offline")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--endpoint", help="a running server (default $KEYHIVE_ENDPOINT)")
+    source.add_argument("--data-dir", type=Path, help="read a data directory directly, offline")
+    source.add_argument("--storage", metavar="URL",
+                        help="read a PostgreSQL database directly (postgresql://user@host:port/db), no server "
+                             "needed; give the password through PGPASSWORD or ~/.pgpass, not the URL")
     if allow_file:
-        parser.add_argument("--file", type=Path, help="an export file")
+        source.add_argument("--file", type=Path, help="an export file")
 
 
 def _trail(args: argparse.Namespace) -> reader.Trail:
@@ -71,18 +82,53 @@ def _trail(args: argparse.Namespace) -> reader.Trail:
 def _read_trail(args: argparse.Namespace) -> reader.Trail:
     if getattr(args, "file", None):
         return reader.parse_export(args.file.read_text().splitlines())
+    if args.storage:
+        return _load(open_postgres(args.storage), args.storage)
     if args.data_dir:
         from keyhive.storage.sqlite import SQLiteStorage
 
-        db = args.data_dir / "keyhive.db"
+        db = args.data_dir / backup.DATABASE_NAME
         if not db.exists():
             raise ClientError(f"no Keyhive database in {args.data_dir}")
-        storage = SQLiteStorage(db)
-        try:
-            return reader.load(storage)
-        finally:
-            storage.close()
+        return _load(SQLiteStorage(db), str(args.data_dir))
     return reader.parse_export(_remote(args, "Export", {})["Lines"])
+
+
+def _load(storage: Storage, location: str) -> reader.Trail:
+    """The trail in one consistent snapshot of ``storage`` (then closed): events and heads from one instant."""
+    try:
+        database = storage.snapshot()
+    except StorageUnavailable as exc:
+        raise ClientError(f"cannot read {describe_location(location)}: {hide_password(exc.log_detail, location)}") \
+            from None
+    finally:
+        storage.close()
+    with backup.open_snapshot(database) as snapshot:
+        return reader.load(snapshot)
+
+
+def open_postgres(url: str) -> Storage:
+    """The PostgreSQL storage at ``url``, for an offline command; else ClientError, never showing the password."""
+    if not is_postgres_url(url):
+        raise ClientError("--storage takes a postgresql:// URL (use --data-dir for a data directory)")
+    try:
+        from keyhive.storage.postgres import PostgresStorage
+    except ImportError as exc:  # it says which extra to install
+        raise ClientError(str(exc)) from None
+    import psycopg  # there: the backend imported it
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(url)
+    except psycopg.ProgrammingError:  # its message quotes the whole URL, password and all
+        raise ClientError(f"{describe_location(url)}: not a valid PostgreSQL URL") from None
+    try:
+        return PostgresStorage(url, max_size=2)
+    except StorageUnavailable as exc:
+        detail = exc.log_detail
+    except (ValueError, psycopg.Error) as exc:  # not a UTF8 database; no right to create Keyhive's tables
+        detail = str(exc)
+    raise ClientError(f"{describe_location(url)}: {hide_password(detail, url)}")
 
 
 def _remote(args: argparse.Namespace, action: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -97,7 +143,7 @@ def _events(args: argparse.Namespace) -> int:
              "ErrorsOnly": args.errors_only, "StartTime": args.start, "EndTime": args.end,
              "MaxResults": args.max_items, "NextToken": args.next_token}
     query = {k: v for k, v in query.items() if v not in (None, False)}
-    if args.endpoint or not (args.data_dir or args.file):
+    if args.endpoint or not (args.data_dir or args.storage or args.file):
         page = _remote(args, "LookupEvents", query)
     else:
         from keyhive.protocol.audit_query import lookup_events

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from keyhive import backup
 from keyhive.cli.audit import add_commands as add_audit_commands
+from keyhive.cli.audit import open_postgres
 from keyhive.cli.client import ClientError, call, default_endpoint, error_text
 from keyhive.cli.envelope import add_commands as add_envelope_commands
 from keyhive.cli.iam import add_commands as add_iam_commands
@@ -21,6 +23,8 @@ from keyhive.server import (
     ServerConfig,
     serve,
 )
+from keyhive.storage import StorageUnavailable
+from keyhive.locations import describe_location, hide_password
 
 EXIT_SEALED = 2  # `keyhive status`: 0 unsealed, 2 sealed or not initialized, 1 error
 
@@ -58,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
     server.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                         help="server log level (default info); no level ever logs a secret")
+    server.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="worker processes serving the port (default: the number of cores)")
     server.add_argument("--scheduler-interval", type=float, default=60.0, help="seconds between deletion/rotation passes")
     server.add_argument("--barrier-rotation-days", type=float, default=0.0,
                         help="rotate the barrier key after this many days (default 0: only by encryption count)")
@@ -104,8 +110,13 @@ def _parser() -> argparse.ArgumentParser:
     _endpoint_flag(backup)
     backup.add_argument("file", type=Path, help="where to write the backup")
     backup.set_defaults(run=_backup)
-    restore = ops.add_parser("restore", help="restore a backup FILE into an empty data directory (offline)")
-    restore.add_argument("--data-dir", type=Path, required=True, help="an empty data directory")
+    restore = ops.add_parser("restore", help="restore a backup FILE into an empty data directory or PostgreSQL "
+                                             "database (offline)")
+    target = restore.add_mutually_exclusive_group(required=True)
+    target.add_argument("--data-dir", type=Path, help="an empty data directory")
+    target.add_argument("--storage", metavar="URL",
+                        help="an empty PostgreSQL database (postgresql://user@host:port/db); give the password "
+                             "through PGPASSWORD or ~/.pgpass, not the URL")
     restore.add_argument("file", type=Path, help="a file written by 'keyhive operator backup'")
     restore.set_defaults(run=_restore)
     migrate = ops.add_parser("migrate-seal", help="move the root key to the HSM or back, with a quorum of shares "
@@ -153,6 +164,7 @@ def _server(args: argparse.Namespace) -> int:
             pkcs11_token_label=args.pkcs11_token_label,
             pkcs11_key_label=args.pkcs11_key_label,
             pkcs11_pin_file=args.pkcs11_pin_file,
+            workers=args.workers,
         )
     )
     return 0
@@ -241,11 +253,32 @@ def _backup(args: argparse.Namespace) -> int:
 
 
 def _restore(args: argparse.Namespace) -> int:
+    if args.storage:
+        return _restore_into_postgres(args.file, args.storage)
     try:
         backup.restore(args.file, args.data_dir)
     except (backup.BackupError, OSError) as exc:
         raise ClientError(str(exc)) from None
     print(f"Restored into {args.data_dir}. Start 'keyhive server --data-dir {args.data_dir}' and unseal it.")
+    return 0
+
+
+def _restore_into_postgres(backup_file: Path, url: str) -> int:
+    where = describe_location(url)
+    try:
+        database = backup.unpack(backup_file.read_bytes())
+    except (backup.BackupError, OSError) as exc:
+        raise ClientError(str(exc)) from None
+    storage = open_postgres(url)
+    try:
+        count = backup.restore_into(database, storage, where)
+    except backup.BackupError as exc:
+        raise ClientError(str(exc)) from None
+    except StorageUnavailable as exc:  # nothing was restored, or (lost while committing) maybe all of it
+        raise ClientError(f"{where}: {hide_password(exc.log_detail, url)}") from None
+    finally:
+        storage.close()
+    print(f"Restored {count} records into {where}. Start 'keyhive server --storage URL' on it and unseal it.")
     return 0
 
 

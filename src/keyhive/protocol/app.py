@@ -73,6 +73,7 @@ class KeyhiveApp:
         clock: Callable[[], float] = time.time,
         regions: frozenset[str] | None = None,
         scheduler_interval: float = 60.0,
+        on_start: list[Callable[[], None]] = [],
     ) -> None:
         self.node = node
         self.clock = clock  # the key life-cycle clock (tests may fix it)
@@ -80,6 +81,7 @@ class KeyhiveApp:
         self.scheduler_interval = scheduler_interval
         self.authz = Authorizer(node.iam, node.keystore)
         self._scheduler: asyncio.Task[None] | None = None
+        self._on_start = on_start  # called on the event loop once it runs (a worker joins its siblings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -126,6 +128,8 @@ class KeyhiveApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                for start in self._on_start:
+                    start()
                 loop = asyncio.get_running_loop()
                 self.node.start_watching(lambda paths: loop.call_soon_threadsafe(self._apply_changes, paths))
                 self._scheduler = asyncio.create_task(run_forever(self.node, self.clock, self.scheduler_interval))

@@ -6,7 +6,6 @@ keys or encryption: everything secret arrives already sealed by the barrier.
 
 from __future__ import annotations
 
-import urllib.parse
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Protocol
 
@@ -93,24 +92,6 @@ POSTGRES_URL_SCHEMES = ("postgresql://", "postgres://")
 
 def is_postgres_url(location: str | Path) -> bool:
     return isinstance(location, str) and location.startswith(POSTGRES_URL_SCHEMES)
-
-
-def describe_location(location: str | Path) -> str:
-    """Where the data is, for messages: a URL loses its password (in the authority or the query).
-
-    A URL too malformed to take apart shows only its scheme, so nothing in it can leak.
-    """
-    if not is_postgres_url(location):
-        return str(location)
-    try:
-        parts = urllib.parse.urlsplit(str(location))
-    except ValueError:  # e.g. an unclosed "[" in the host
-        return str(location).partition("://")[0] + "://***"
-    if parts.password is not None:
-        parts = parts._replace(netloc=f"{parts.username or ''}:***@{parts.netloc.rpartition('@')[2]}")
-    query = "&".join("password=***" if urllib.parse.unquote(item.partition("=")[0]) == "password" else item
-                     for item in parts.query.split("&"))
-    return urllib.parse.urlunsplit(parts._replace(query=query))
 
 
 def open_storage(location: str | Path) -> Storage:
