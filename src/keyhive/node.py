@@ -38,7 +38,7 @@ from keyhive.keystore import Keystore
 from keyhive.seal import KeySeal, Seal, SealError, ShareCollector
 from keyhive.seal.shamir import new_shares
 from keyhive.storage import Conflict, Storage
-from keyhive.storage.base import ChangeHandler, Watch
+from keyhive.storage.base import CHANGE_DELAY_SECONDS, ChangeHandler, Watch
 from keyhive.storage.work import commit_or_stage, current_work
 
 SEAL_CONFIG_PATH = "core/seal-config"
@@ -196,6 +196,11 @@ class Node:
         active, oldest = self.barrier.terms
         if done or oldest == active:
             return done, []
+        # Other workers and nodes hear of a rotation within the change feed's bound; until then
+        # they may still write under the old term, so it is not retired before that.
+        young = self.barrier.active_since + 2 * CHANGE_DELAY_SECONDS - time.time()
+        if young > 0:
+            time.sleep(young)
         with self.audit.quiet() as idle:  # a staged write under an old term may still be on its way
             return done, self.barrier.retire_unused_terms() if idle else []
 

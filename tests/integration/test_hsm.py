@@ -153,3 +153,23 @@ def test_seal_migration_both_ways_loses_nothing(tmp_path: Path, monkeypatch: pyt
         assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == PLAINTEXT
     finally:
         server.stop()
+
+
+def test_every_worker_unseals_with_the_hsm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Init lands on one worker, which hands the root key to the other; a restart's workers each use the HSM."""
+    token = new_token(tmp_path, monkeypatch)
+    data = tmp_path / "data"
+    env = {"KEYHIVE_PKCS11_PIN": token.pin, "SOFTHSM2_CONF": str(token.conf)}
+    server = start_server(tmp_path, *hsm_args(token, data), "--workers", "2", env=env)
+    try:
+        code, init = admin_call(server.endpoint, "POST", "/keyhive/v1/sys/init", {"shares": 3, "threshold": 2})
+        assert code == 200, init
+        assert all(admin_call(server.endpoint, "GET", "/keyhive/health")[0] == 200 for _ in range(30))
+    finally:
+        server.stop()
+    server = start_server(tmp_path, *hsm_args(token, data), "--workers", "2", env=env)
+    try:
+        assert all(admin_call(server.endpoint, "GET", "/keyhive/health")[0] == 200 for _ in range(30))
+    finally:
+        server.stop()
+    assert token.pin not in server.log()

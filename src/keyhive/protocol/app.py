@@ -11,6 +11,7 @@ unexpected becomes KMSInternalException, with its detail in the server log only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -136,7 +137,9 @@ class KeyhiveApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self._scheduler:
-                    self._scheduler.cancel()
+                    self._scheduler.cancel()  # it gives up the cluster's scheduler lease on its way out
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await self._scheduler
                 self.node.stop_watching()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
