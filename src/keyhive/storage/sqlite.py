@@ -5,19 +5,24 @@ does); WAL with ``synchronous=FULL`` makes every commit durable before it return
 Readers use a connection of their own per thread, so reads go on while a commit
 waits for the disk.
 
-Several processes (the server's workers) may share one database file: SQLite's
-own locking serializes their commits.  Each commit that changes a cached record
+Several processes (the server's workers) may share one database file.  Their
+commits take an exclusive ``flock`` on ``<db>.lock`` first: the kernel wakes the
+next writer the moment the lock is free, where SQLite's own busy handler would
+sleep and poll (for up to 100 ms a try), which under load made tail latency.  Each commit that changes a cached record
 appends a row to ``changes``, in the same transaction, so row ids follow commit
 order; each process's watcher polls that table for rows after its cursor.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import tempfile
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
 
 from keyhive.storage.base import CHANGE_POLL_SECONDS, ChangeHandler, Conflict, announced, scan_query
 from keyhive.storage.changes import WatchThread, decode_change, deliver, encode_change, new_writer_id
@@ -40,6 +45,7 @@ class SQLiteStorage:
     def __init__(self, db_path: Path) -> None:
         self.path = db_path
         self._lock = threading.Lock()
+        self._lock_file = os.open(f"{db_path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self._db = self._connect()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._readers = threading.local()
@@ -64,8 +70,18 @@ class SQLiteStorage:
                 self._all_readers.append(db)
         return db
 
-    def _migrate(self) -> None:
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """The write lock: this process's threads, then the other processes on this file."""
         with self._lock:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+
+    def _migrate(self) -> None:
+        with self._writing():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.execute(
@@ -100,7 +116,7 @@ class SQLiteStorage:
         must_be_absent: Iterable[str] = (),
         expect: Mapping[str, bytes] = {},
     ) -> None:
-        with self._lock:
+        with self._writing():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for path in must_be_absent:
@@ -161,3 +177,4 @@ class SQLiteStorage:
             for db in self._all_readers:
                 db.close()
             self._db.close()
+            os.close(self._lock_file)
