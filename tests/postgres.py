@@ -128,6 +128,9 @@ class PgCluster:
             initdb = self._run(base)
         if initdb.returncode != 0:
             return f"initdb failed: {initdb.stderr.strip()[-500:]}"
+        return self._pg_ctl_start()
+
+    def _pg_ctl_start(self) -> str:
         options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories='' "
                    "-c max_connections=200 -c shared_buffers=32MB")
         started = self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_path),
@@ -136,6 +139,16 @@ class PgCluster:
             log = self.log_path.read_text(errors="replace")[-1000:] if self.log_path.exists() else ""
             return f"pg_ctl start failed: {started.stderr.strip()[-500:]} {log}"
         return ""
+
+    def pause(self) -> None:
+        """Shut the server down (``pg_ctl stop -m fast``: every session is cut), keeping its data."""
+        stopped = self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"])
+        assert stopped.returncode == 0, stopped.stderr
+
+    def resume(self) -> None:
+        """Start the server again after :meth:`pause`, on the same port, with the same data."""
+        problem = self._pg_ctl_start()
+        assert not problem, problem
 
     def stop(self) -> None:
         self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"])

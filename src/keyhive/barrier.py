@@ -39,6 +39,7 @@ class Barrier:
         self._active_term = 0
         self._root_key: bytes | None = None  # kept while unsealed: rotation rewrites the keyring
         self._keyring_raw = b""  # the stored keyring this process read: a rewrite expects it unchanged
+        self._stale = False  # another process changed the keyring: reload before encrypting under it
         self.active_since = 0.0  # when the active term was made (epoch seconds)
         self.encryptions = 0  # under the active term, by this process
 
@@ -73,6 +74,11 @@ class Barrier:
         """Read the keyring again: another process or node rotated or retired a term."""
         if self._root_key is not None:
             self.unseal(self._root_key)
+            self._stale = False
+
+    def keyring_changed(self) -> None:
+        """Another process changed the keyring (or may have): the next write reads it first."""
+        self._stale = True
 
     def seal(self) -> None:
         self._keys = {}
@@ -166,6 +172,8 @@ class Barrier:
 
     # -- records ------------------------------------------------------------------
     def encrypt(self, path: str, plaintext: bytes) -> bytes:
+        if self._stale:  # write under the newest term; a read of an unknown term reloads by itself
+            self.reload()
         key = self._require_keys().get(self._active_term)
         assert key is not None
         self.encryptions += 1

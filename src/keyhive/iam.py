@@ -122,10 +122,22 @@ class IdentityStore:
         self._users, self._keys = {}, {}
         self.epoch += 1
 
+    def invalidate(self, path: str) -> None:
+        """Another process or node changed the record at ``path``: drop it; the next use reads storage."""
+        if path.startswith(USER_PREFIX):
+            account, _, name = path.removeprefix(USER_PREFIX).partition("/")
+            self._users.pop((account, name), None)
+        elif path.startswith(ACCESS_KEY_PREFIX):
+            self._keys.pop(path.removeprefix(ACCESS_KEY_PREFIX), None)
+        else:
+            return
+        self.epoch += 1
+
     # -- lookups (hot path) -----------------------------------------------------------
-    # Memory holds every user and key; another worker's or node's change arrives within the
-    # change feed's bound.  A miss reads storage, so what another process just created works
-    # at once; read-modify-write updates start from storage too, so they lose no one's change.
+    # Memory caches users and keys (all of them from unseal on); another worker's or node's
+    # change drops the entry within the change feed's bound.  A miss reads storage, so what
+    # another process just created works at once; read-modify-write updates and listings
+    # start from storage too, so they lose no one's change.
     def active_key(self, access_key_id: str) -> AccessKey | None:
         key = self._keys.get(access_key_id)
         if key is None:
@@ -189,7 +201,8 @@ class IdentityStore:
         self.epoch += 1
 
     def users(self, account: str) -> list[User]:
-        return sorted((u for u in self._users.values() if u.account == account), key=lambda u: u.name)
+        """From storage: memory holds only what was used, or loaded at unseal."""
+        return [User(**json.loads(raw)) for _, raw in self._records.scan(f"{USER_PREFIX}{account}/")]
 
     def _save_user(self, user: User) -> User:
         path, raw = user_record(user)
@@ -237,8 +250,9 @@ class IdentityStore:
         return key
 
     def access_keys(self, account: str, name: str) -> list[AccessKey]:
-        return sorted((k for k in self._keys.values() if (k.account, k.user_name) == (account, name)),
-                      key=lambda k: k.created)
+        """From storage, oldest first (management calls only: this reads every access key)."""
+        keys = (AccessKey(**json.loads(raw)) for _, raw in self._records.scan(ACCESS_KEY_PREFIX))
+        return sorted((k for k in keys if (k.account, k.user_name) == (account, name)), key=lambda k: k.created)
 
     def _owned_key(self, account: str, access_key_id: str) -> AccessKey:
         key = self._read_key(access_key_id)

@@ -351,10 +351,8 @@ class Node:
             self.siblings.sealed()
 
     def _reload(self) -> None:
-        """After a failed commit: drop what memory may hold that storage does not."""
-        self.keystore.forget()
-        if not self.sealed:
-            self.iam.load()
+        """After a failed commit: drop what memory may hold that storage does not (read again when used)."""
+        self.apply_changes(None)
 
     def start_watching(self, on_change: ChangeHandler) -> None:
         """Hear what other workers and nodes commit (``on_change`` runs on a watcher thread)."""
@@ -367,20 +365,21 @@ class Node:
             self._watch = None
 
     def apply_changes(self, paths: list[str] | None) -> None:
-        """Another worker or node committed ``paths`` (None: unknown which): drop what they make stale."""
+        """Another worker or node committed ``paths`` (None: unknown which): drop what they make stale.
+
+        No I/O here (it runs on the event loop, maybe while storage is unreachable): what is
+        dropped is read again when next used.
+        """
         if paths is None:
             self.keystore.forget()
-            if not self.sealed:
-                self.barrier.reload()
-                self.iam.load()
+            self.iam.forget()
+            self.barrier.keyring_changed()
             return
         for path in paths:
             self.keystore.invalidate(path)
-        if not self.sealed:
-            if KEYRING_PATH in paths:
-                self.barrier.reload()
-            if any(path.startswith((USER_PREFIX, ACCESS_KEY_PREFIX)) for path in paths):
-                self.iam.load()
+            self.iam.invalidate(path)
+        if KEYRING_PATH in paths:
+            self.barrier.keyring_changed()
 
     # -- authentication -------------------------------------------------------------
     def access_key(self, access_key_id: str) -> AccessKey | None:

@@ -47,7 +47,6 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 JSON_11 = b"application/x-amz-json-1.1"
 TARGET_PREFIX = "TrentService."
 ADMIN_PREFIX = "/keyhive/v1/"
-CHANGE_RETRY_SECONDS = 0.5
 
 
 class Reply:
@@ -146,12 +145,7 @@ class KeyhiveApp:
 
     def _apply_changes(self, paths: list[str] | None) -> None:
         """On the event loop, between requests: a request never sees a cache half invalidated."""
-        try:
-            self.node.apply_changes(paths)
-        except Exception as exc:  # e.g. storage unavailable while reloading: forget all, try again soon
-            log.warning("applying changes from other processes failed (%s); retrying", getattr(exc, "log_detail", exc))
-            self.node.keystore.forget()
-            asyncio.get_running_loop().call_later(CHANGE_RETRY_SECONDS, self._apply_changes, None)
+        self.node.apply_changes(paths)
 
     # -- routing --------------------------------------------------------------------
     def _route(self, scope: Scope, body: bytes, exchange: Exchange) -> Reply:

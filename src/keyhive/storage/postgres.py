@@ -12,7 +12,10 @@ Reads are single statements in autocommit mode.  Connections come from a
 psycopg_pool pool; a pooled connection that died while idle (PostgreSQL was
 restarted) is replaced and the call retried, because nothing was applied through
 it.  Any other loss of the database raises StorageUnavailable, and the pool
-reconnects by itself once PostgreSQL is back.
+reconnects by itself once PostgreSQL is back.  After such a loss, and until a
+call succeeds again, each call waits at most ``OUTAGE_WAIT_SECONDS`` for a
+connection: during an outage requests fail fast instead of each holding its
+caller for the pool's full timeout.
 
 A commit that changes cached records sends a NOTIFY on ``keyhive_changes`` in its
 transaction; PostgreSQL delivers it to every listening node once, and only if, the
@@ -66,6 +69,7 @@ MIGRATIONS: list[tuple[str, str]] = [
 MIGRATION_LOCK = 0x6B65_7968_6976_6501  # the pg_advisory_xact_lock key: "keyhive" 01
 CONNECT_TIMEOUT_SECONDS = 5  # libpq's connect_timeout, unless the URL sets one
 POOL_TIMEOUT_SECONDS = 5.0  # longest wait for a connection: then StorageUnavailable, not a hang
+OUTAGE_WAIT_SECONDS = 0.25  # the wait instead, while the last call found PostgreSQL unreachable
 RETRY_SECONDS = 5.0  # how long a commit retries serialization failures and deadlocks
 RETRY_PAUSE_SECONDS = (0.001, 0.05)  # random pause after a serialization failure: first, largest
 SNAPSHOT_BATCH = 1000  # records per SQLite commit while building a snapshot
@@ -83,6 +87,7 @@ class PostgresStorage:
             kwargs["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
         self._max_size = max_size
         self._url, self._kwargs = url, kwargs
+        self._unreachable = False  # the last call lost PostgreSQL; cleared by the next success
         self.writer = new_writer_id()
         try:
             with psycopg.connect(url, **kwargs) as conn:  # type: ignore[arg-type]
@@ -210,8 +215,10 @@ class PostgresStorage:
             attempt += 1
             conn: psycopg.Connection | None = None
             try:
-                with self._pool.connection() as conn:
-                    return operation(conn)
+                with self._pool.connection(timeout=OUTAGE_WAIT_SECONDS if self._unreachable else None) as conn:
+                    result = operation(conn)
+                self._unreachable = False
+                return result
             except PoolClosed:
                 raise
             except _RETRYABLE as exc:
@@ -222,6 +229,7 @@ class PostgresStorage:
             except psycopg.OperationalError as exc:
                 if conn is not None and conn.broken and attempt <= self._max_size:
                     continue  # a pooled connection that died while idle: nothing was applied through it
+                self._unreachable = True
                 raise StorageUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
 
 
