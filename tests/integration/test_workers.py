@@ -55,8 +55,16 @@ def health_codes(server: RunningServer, count: int = FRESH_CALLS) -> set[int]:
 
 
 def worker_pids(server: RunningServer) -> set[int]:
-    out = subprocess.run(["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True).stdout
-    return {int(pid) for pid in out.split()}
+    """The supervisor's living children, from /proc."""
+    children = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == server.process.pid and fields[0] != "Z":
+            children.add(int(stat.parent.name))
+    return children
 
 
 def wait_for(condition: Any, timeout: float = 10.0) -> None:
