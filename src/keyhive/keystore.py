@@ -235,22 +235,26 @@ class Keystore:
         rows = self.barrier.storage.scan(prefix, after=after_path, limit=limit)
         return [path[len(prefix) :] for path, _ in rows]
 
-    def all_keys(self) -> Iterator[KeyRecord]:
-        """Every key of every account and region (for the scheduler).
+    def all_keys(self, page: int = 500) -> Iterator[KeyRecord]:
+        """Every key of every account and region (for the scheduler), read ``page`` index rows at a time.
 
-        A record that fails its integrity check is logged and skipped, so one bad
-        row cannot stop deletions and rotations of every other key.
+        Read past the cache, and not kept in it: a pass over every key must not evict the
+        keys in use.  A record that fails its integrity check is logged and skipped, so
+        one bad row cannot stop deletions and rotations of every other key.
         """
-        for index_path, _ in self.barrier.storage.scan(_index_path("")):  # key rows only, not material
-            key_id = index_path.removeprefix(_index_path(""))
-            try:
-                where = self.locate(key_id)
-                key = self.get_key(where[0], where[1], key_id) if where else None
-            except StoredRecordCorrupt as exc:
-                log.error("%s; skipped", exc.log_detail)
-                continue
-            if key is not None:
-                yield key
+        after = ""
+        while rows := self.barrier.storage.scan(_index_path(""), after=after, limit=page):  # key rows only
+            after = rows[-1][0]
+            for index_path, _ in rows:
+                key_id = index_path.removeprefix(_index_path(""))
+                try:
+                    where = self.locate(key_id)
+                    raw = self.barrier.get(_key_path(where[0], where[1], key_id)) if where else None
+                except StoredRecordCorrupt as exc:
+                    log.error("%s; skipped", exc.log_detail)
+                    continue
+                if raw is not None:
+                    yield KeyRecord.from_json(raw)
 
     # -- material -----------------------------------------------------------------
     def material(self, key: KeyRecord, version: int) -> bytes | None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 from keyhive import limits
 from keyhive.audit import unit_of_work
@@ -30,6 +30,7 @@ from keyhive.seal import SealError
 
 log = logging.getLogger("keyhive.scheduler")
 
+KEYS_PER_STEP = 100  # keys looked at between two turns of the event loop (about 1 ms of work)
 LEASE_NAME = "scheduler"
 # The holder renews every pass; 3 intervals let it miss two (a slow pass, a storage
 # hiccup) before another process takes over.  The floor keeps the ttl far above clock
@@ -60,10 +61,18 @@ def expiry_due(key: KeyRecord, now: float) -> bool:
 
 
 def run_due_work(node: Node, now: float, lease: Lease | None = None) -> None:
+    """One pass, all at once (see ``due_work``)."""
+    for _ in due_work(node, now, lease):
+        pass
+
+
+def due_work(node: Node, now: float, lease: Lease | None = None) -> Iterator[None]:
     """One pass: this process's upkeep, and the cluster's due work if this process holds ``lease``.
 
-    ``now`` is the key life-cycle clock; the lease keeps wall-clock time.  A sealed node
-    has nothing it can do, and gives the lease up so that another process does it.
+    A generator: it yields between batches of keys, where the server's runner lets the
+    event loop serve requests (a pass over 100,000 keys takes about a second).  ``now`` is
+    the key life-cycle clock; the lease keeps wall-clock time.  A sealed node has nothing
+    it can do, and gives the lease up so that another process does it.
     """
     if lease is None:
         lease = scheduler_lease(node)
@@ -73,7 +82,7 @@ def run_due_work(node: Node, now: float, lease: Lease | None = None) -> None:
         return
     try:
         if lease.try_hold():
-            _cluster_work(node, now, lease)
+            yield from _cluster_work(node, now, lease)
     finally:
         try:
             if node.barrier.encryptions >= MAX_ENCRYPTIONS_PER_TERM:
@@ -84,10 +93,12 @@ def run_due_work(node: Node, now: float, lease: Lease | None = None) -> None:
             log.exception("this process's upkeep failed")
 
 
-def _cluster_work(node: Node, now: float, lease: Lease) -> None:
+def _cluster_work(node: Node, now: float, lease: Lease) -> Iterator[None]:
     """Every due key, then the barrier's upkeep; stops if the lease is lost meanwhile."""
-    for key in list(node.keystore.all_keys()):
-        if not _still_held(lease):
+    for count, key in enumerate(node.keystore.all_keys(), start=1):
+        if count % KEYS_PER_STEP == 0:
+            yield
+        if node.sealed or not _still_held(lease):
             return
         if expiry_due(key, now):
             _audited(node, key, "DeleteExpiredKeyMaterial", {"keyState": "PendingImport"},
@@ -164,7 +175,8 @@ async def run_forever(node: Node, clock: Callable[[], float], interval: float) -
     try:
         while True:
             try:
-                run_due_work(node, clock(), lease)
+                for _ in due_work(node, clock(), lease):
+                    await asyncio.sleep(0)  # requests go on between batches of keys
             except Exception:  # keep the scheduler alive; the fault goes to the log
                 log.exception("scheduled work failed")
             await asyncio.sleep(interval)

@@ -19,7 +19,7 @@ from keyhive.barrier import UNSEALED_PREFIXES
 from keyhive.keystore import KeyRecord
 from keyhive.lease import LEASES_PREFIX, Lease, parse_record
 from keyhive.node import Node
-from keyhive.scheduler import MIN_LEASE_TTL_SECONDS, run_due_work, scheduler_lease
+from keyhive.scheduler import KEYS_PER_STEP, MIN_LEASE_TTL_SECONDS, due_work, run_due_work, scheduler_lease
 from keyhive.storage import Storage, StorageUnavailable
 from keyhive.storage.sqlite import SQLiteStorage
 from tests.postgres import cluster
@@ -340,3 +340,11 @@ def test_the_scheduler_ttl_spans_several_passes_and_never_less_than_the_floor(tw
     first, _ = two_nodes
     assert scheduler_lease(first, 0.05).ttl == MIN_LEASE_TTL_SECONDS
     assert scheduler_lease(first, 60.0).ttl == 180.0
+
+
+def test_a_pass_over_many_keys_yields_to_the_event_loop_between_batches(two_nodes: tuple[Node, Node]) -> None:
+    first, _ = two_nodes
+    ks = first.keystore
+    for _ in range(2 * KEYS_PER_STEP + 1):
+        ks.create_key(KeyRecord(ks.new_key_id(), "111122223333", "us-east-1", created=1.0))
+    assert sum(1 for _ in due_work(first, 0.0)) == 2  # after key 100 and key 200
