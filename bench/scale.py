@@ -39,12 +39,9 @@ import platform
 import pwd
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -55,79 +52,25 @@ import boto3
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
-from load import Result, drive, signed_request
+from common import (
+    AKID,
+    SECRET,
+    START_DELAY_SECONDS,
+    STOP_TIMEOUT_SECONDS,
+    GeneratorRun,
+    commit,
+    cpu_model,
+    free_port,
+    http,
+    keyhive,
+)
+from common import generate as _generate
+from common import sample as _sample
+from load import Result, signed_request
 
 from tests.postgres import PgCluster, find_bindir
 
-AKID, SECRET = "AKIABENCH00000000001", "bench-secret-access-key-000000000000001"
-START_TIMEOUT_SECONDS = 30
-STOP_TIMEOUT_SECONDS = 30
-START_DELAY_SECONDS = 0.3  # generators sleep until a common start instant
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 OPERATIONS = ("Encrypt", "GenerateDataKey")
-
-
-# -- CPU accounting from /proc ----------------------------------------------------------
-def _stat(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name (index 1 = ppid, 11..14 = u/s/cu/cs time)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def tree_cpu_seconds(roots: list[int]) -> float:
-    """CPU seconds of ``roots`` and all their descendants, alive or reaped (utime+stime+cutime+cstime)."""
-    stats = {int(p): s for p in os.listdir("/proc") if p.isdigit() and (s := _stat(int(p))) is not None}
-    children: dict[int, list[int]] = {}
-    for pid, fields in stats.items():
-        children.setdefault(int(fields[1]), []).append(pid)
-    total, todo = 0, [r for r in roots if r in stats]
-    while todo:
-        pid = todo.pop()
-        total += sum(int(v) for v in stats[pid][11:15])
-        todo += children.get(pid, [])
-    return total / CLOCK_TICKS
-
-
-def machine_cpu_seconds() -> float:
-    """CPU seconds all cores spent busy since boot: user, nice, system, irq, softirq (/proc/stat)."""
-    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in
-                                                         Path("/proc/stat").read_text().split()[1:8])
-    return (user + nice + system + irq + softirq) / CLOCK_TICKS
-
-
-def _sample(groups: list[list[int]]) -> list[float]:
-    """[wall seconds, machine CPU seconds, then the CPU seconds of each group of process trees]."""
-    return [time.monotonic(), machine_cpu_seconds(), *(tree_cpu_seconds(g) for g in groups)]
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
-# -- the load generators (separate processes) -------------------------------------------
-@dataclass
-class GeneratorRun:
-    result: Result
-    cpu_seconds: float
-
-
-def _generate(endpoint: str, payload: bytes, connections: int, seconds: float, start_at: float) -> GeneratorRun:
-    """In a generator process: wait for the common start, then drive ``endpoint`` for ``seconds``."""
-    try:
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # the generator's own CPU cost, lower
-    except ImportError:
-        pass
-    time.sleep(max(0.0, start_at - time.time()))
-    cpu = time.process_time()
-    result = drive(endpoint, payload, connections, seconds)
-    return GeneratorRun(result, time.process_time() - cpu)
 
 
 @dataclass
@@ -200,55 +143,6 @@ class Bench:
 
 
 # -- servers -----------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def http(url: str, body: dict[str, object] | None = None) -> tuple[int, dict[str, object]]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET",
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            return reply.status, json.loads(reply.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        return exc.code, {}
-
-
-def wait_for(url: str, statuses: tuple[int, ...], process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
-        with contextlib.suppress(OSError):
-            if http(url)[0] in statuses:
-                return
-        time.sleep(0.1)
-    raise SystemExit(f"server did not come up ({url}); its log ends:\n{log.read_text(errors='replace')[-2000:]}")
-
-
-@contextlib.contextmanager
-def keyhive(port: int, workdir: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[int]:
-    """A ``keyhive server`` on ``port`` until the block ends (TERM, then KILL); its pid."""
-    log = workdir / f"keyhive-{port}.log"
-    argv = [sys.executable, "-m", "keyhive.cli.main", "server", "--port", str(port), "--log-level", "warning", *args]
-    with log.open("wb") as out:
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                   env={**os.environ, **(env or {})})
-    try:
-        wait_for(f"http://127.0.0.1:{port}/keyhive/health", (200, 501, 503), process, log)
-        yield process.pid
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def _trivial_server(port: int) -> None:
     """A process answering every keep-alive HTTP request with a canned 200: the generators' ceiling."""
     reply = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: 2\r\n\r\n{}"
@@ -383,12 +277,6 @@ def postgres_setups(bench: Bench, workdir: Path) -> None:
             with keyhive(second, workdir, *storage) as pid2:
                 unseal(second)
                 run_setup(bench, "postgres 2 nodes", [first, second], key_id, akid, secret, [pid1, pid2], db)
-
-
-def commit() -> str:
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
-                         cwd=BENCH.parent)
-    return git.stdout.strip() or "unknown"
 
 
 def ratio(bench: Bench, setup: str, base: str, operation: str) -> float:
