@@ -24,8 +24,6 @@ from keyhive.barrier import KEYRING_PATH, Barrier
 from keyhive.crypto import asymmetric
 from keyhive.errors import SealedException
 from keyhive.iam import (
-    ACCESS_KEY_PREFIX,
-    USER_PREFIX,
     AccessKey,
     IdentityStore,
     User,

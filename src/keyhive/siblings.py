@@ -14,8 +14,19 @@ import socket
 import threading
 
 from keyhive.node import Node
-from keyhive.supervisor import (ACK, BROADCAST_TIMEOUT_SECONDS, DONE, MAX_MESSAGE_BYTES, RESET, SEAL, SEALED, SEQ, SHARE,
-                                UNSEAL, UNSEALED)
+from keyhive.supervisor import (
+    ACK,
+    BROADCAST_TIMEOUT_SECONDS,
+    DONE,
+    MAX_MESSAGE_BYTES,
+    RESET,
+    SEAL,
+    SEALED,
+    SEQ,
+    SHARE,
+    UNSEAL,
+    UNSEALED,
+)
 
 log = logging.getLogger("keyhive.siblings")
 

@@ -42,7 +42,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.retries.standard import RetryContext, StandardRetryConditions
 
 from keyhive.storage.base import CHANGE_DELAY_SECONDS
-from tests.conftest import REGION, RunningServer, admin_call, code_of, iam_call, start_server
+from tests.conftest import (
+    REGION,
+    RunningServer,
+    admin_call,
+    code_of,
+    iam_call,
+    start_server,
+)
 from tests.postgres import PgCluster, cluster, require_psycopg
 
 require_psycopg()  # before importing psycopg

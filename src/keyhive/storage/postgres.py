@@ -52,8 +52,21 @@ except ImportError as exc:  # an optional extra
         "PostgreSQL storage needs psycopg 3 and psycopg-pool: pip install 'keyhive[postgres]'"
     ) from exc
 
-from keyhive.storage.base import CHANGE_POLL_SECONDS, ChangeHandler, Conflict, StorageUnavailable, announced, scan_query
-from keyhive.storage.changes import WatchThread, decode_change, deliver, encode_change, new_writer_id
+from keyhive.storage.base import (
+    CHANGE_POLL_SECONDS,
+    ChangeHandler,
+    Conflict,
+    StorageUnavailable,
+    announced,
+    scan_query,
+)
+from keyhive.storage.changes import (
+    WatchThread,
+    decode_change,
+    deliver,
+    encode_change,
+    new_writer_id,
+)
 from keyhive.storage.sqlite import SQLiteStorage
 
 T = TypeVar("T")

@@ -24,8 +24,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
-from keyhive.storage.base import CHANGE_POLL_SECONDS, ChangeHandler, Conflict, announced, scan_query
-from keyhive.storage.changes import WatchThread, decode_change, deliver, encode_change, new_writer_id
+from keyhive.storage.base import (
+    CHANGE_POLL_SECONDS,
+    ChangeHandler,
+    Conflict,
+    announced,
+    scan_query,
+)
+from keyhive.storage.changes import (
+    WatchThread,
+    decode_change,
+    deliver,
+    encode_change,
+    new_writer_id,
+)
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
