@@ -130,8 +130,10 @@ class KeyhiveApp:
             if message["type"] == "lifespan.startup":
                 for start in self._on_start:
                     start()
+                # Other processes' changes are applied on the loop, between requests: a request
+                # never sees a cache half invalidated.
                 loop = asyncio.get_running_loop()
-                self.node.start_watching(lambda paths: loop.call_soon_threadsafe(self._apply_changes, paths))
+                self.node.start_watching(lambda paths: loop.call_soon_threadsafe(self.node.apply_changes, paths))
                 self._scheduler = asyncio.create_task(run_forever(self.node, self.clock, self.scheduler_interval))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
@@ -142,10 +144,6 @@ class KeyhiveApp:
                 self.node.stop_watching()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-    def _apply_changes(self, paths: list[str] | None) -> None:
-        """On the event loop, between requests: a request never sees a cache half invalidated."""
-        self.node.apply_changes(paths)
 
     # -- routing --------------------------------------------------------------------
     def _route(self, scope: Scope, body: bytes, exchange: Exchange) -> Reply:
