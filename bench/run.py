@@ -62,6 +62,7 @@ from common import (
     server,
     start,
     status,
+    tree_cpu_seconds,
 )
 from load import send_each, signed_request
 
@@ -299,11 +300,26 @@ def create_keys(endpoint: str, count: int, connections: int, keep: int, out: Key
 
 
 def restarted_rss(endpoint: str, supervisor: int, key_id: str, connections: int) -> tuple[int, int]:
-    """Restart the worker, warm it (DescribeKey + Encrypt on ``key_id``, 4,000 requests); (its pid, its RSS)."""
+    """Restart the worker, let its first scheduler pass end (it reads every stored key), warm it
+    (DescribeKey + Encrypt on ``key_id``, 4,000 requests); (its pid, its RSS)."""
     worker = restart_worker(supervisor, endpoint)
+    wait_idle(worker)
     warm = [sign(endpoint, "DescribeKey", {"KeyId": key_id}), sign(endpoint, "Encrypt", encrypt_body(key_id))]
     send_each(endpoint, warm * 2000, connections, timeout=CHUNK_TIMEOUT_SECONDS)  # the runtime's own growth
+    wait_idle(worker)
     return worker, rss_bytes(worker)
+
+
+def wait_idle(pid: int, timeout: float = 120.0) -> None:
+    """Until ``pid`` uses under 5% of a core over half a second (a new worker's first pass has ended)."""
+    deadline = time.monotonic() + timeout
+    before = tree_cpu_seconds([pid])
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = tree_cpu_seconds([pid])
+        if now - before < 0.025:
+            return
+        before = now
 
 
 def used_key_memory(endpoint: str, supervisor: int, ids: list[str], connections: int, out: KeyCount) -> None:
