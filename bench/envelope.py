@@ -5,10 +5,17 @@
 Starts a Keyhive dev server, writes a file of random bytes, then times each command
 encrypting and decrypting it (a fresh process each, as a user runs them), with the
 peak RSS of that process, and checks every round trip by SHA-256. References from the
-same run: ``sha256sum`` over the file, ``openssl enc -aes-256-ctr`` over it, and
-``openssl speed -evp aes-256-gcm`` (AES-GCM in memory, the ceiling). Both commands
-write AWS Encryption SDK messages with the same signed, key-committing algorithm suite;
-they differ in frame size (Keyhive 64 KiB, the SDK CLI's default 4 KiB) and plumbing.
+same run: ``sha256sum`` over the file, ``openssl enc -aes-256-ctr`` over it and back
+(``-d``: decrypting writes the plaintext, as a decrypt command does), and ``openssl speed
+-evp aes-256-gcm`` (AES-GCM in memory, the ceiling). Each keyhive operation is compared
+with OpenSSL's same operation, and also with OpenSSL's encryption.
+
+``keyhive`` and ``aws-encryption-cli`` each run with both key-committing suites: the
+default, signed with ECDSA P-384 (``AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384``), and
+the unsigned one (``keyhive encrypt --unsigned``, ``aws-encryption-cli --algorithm
+AES_256_GCM_HKDF_SHA512_COMMIT_KEY``); each suite is compared with the same suite. Every
+Python command first runs once untimed, so that all of them run from byte-compiled
+modules (in a cache under the work directory), as an installed package does.
 The machine is shared and noisy: compare within one run. Results: docs/envelope.md.
 """
 
@@ -33,6 +40,9 @@ import boto3
 
 AKID, SECRET = "AKIABENCH00000000001", "bench-secret-access-key-000000000000001"
 MiB = 1 << 20
+KEYHIVE, KEYHIVE_UNSIGNED = "keyhive", "keyhive --unsigned"
+ESDK, ESDK_UNSIGNED = "aws-encryption-cli", "aws-encryption-cli (unsigned)"
+OPERATIONS = ("encrypt", "decrypt", "encrypt >null", "decrypt >null")
 
 
 @dataclass
@@ -146,27 +156,53 @@ def main() -> None:
                    AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,
                    AWS_EC2_METADATA_DISABLED="true", KEYHIVE_ENDPOINT=endpoint, AWS_ENDPOINT_URL_KMS=endpoint)
 
+        # Byte-compiled modules for every Python command, in a cache of this run's own: an
+        # installed package has them, and PYTHONDONTWRITEBYTECODE would make each run compile.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+
         plain = work / "plain.bin"
         expected = write_random(plain, size)
         rows: list[tuple[str, str, Timing]] = []
 
         rows.append(("sha256sum", "hash", timed(["sha256sum", str(plain)], env)))  # also warms the page cache
         if shutil.which("openssl"):
-            ctr = ["openssl", "enc", "-aes-256-ctr", "-K", "11" * 32, "-iv", "22" * 16, "-in", str(plain), "-out"]
-            rows.append(("openssl aes-256-ctr", "encrypt", timed([*ctr, str(work / "ctr")], env)))
-            rows.append(("openssl aes-256-ctr", "encrypt >null", timed([*ctr, os.devnull], env)))
-            (work / "ctr").unlink()
+            ctr = ["openssl", "enc", "-aes-256-ctr", "-K", "11" * 32, "-iv", "22" * 16]
+            sealed_ctr, opened_ctr = work / "ctr", work / "ctr.opened"
+            rows.append(("openssl aes-256-ctr", "encrypt", timed([*ctr, "-in", str(plain), "-out", str(sealed_ctr)],
+                                                                  env)))
+            rows.append(("openssl aes-256-ctr", "encrypt >null", timed([*ctr, "-in", str(plain), "-out", os.devnull],
+                                                                        env)))
+            # decrypting writes the plaintext back, as a decrypt command does
+            rows.append(("openssl aes-256-ctr", "decrypt", timed([*ctr, "-d", "-in", str(sealed_ctr), "-out",
+                                                                  str(opened_ctr)], env)))
+            rows.append(("openssl aes-256-ctr", "decrypt >null", timed([*ctr, "-d", "-in", str(sealed_ctr), "-out",
+                                                                        os.devnull], env)))
+            if sha256(opened_ctr) != expected:
+                raise SystemExit("openssl: the round trip changed the data")
+            sealed_ctr.unlink()
+            opened_ctr.unlink()
 
         keyhive = [sys.executable, "-m", "keyhive.cli.main"]
         esdk = shutil.which("aws-encryption-cli", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
         esdk_common = ["--commitment-policy", "require-encrypt-require-decrypt", "-S", "--wrapping-keys", f"key={key}"]
-        tools = {"keyhive": ([*keyhive, "encrypt", "--key", key, "-i", "{in}", "-o", "{out}"],
-                             [*keyhive, "decrypt", "--key", key, "-i", "{in}", "-o", "{out}"])}
+        tools = {KEYHIVE: ([*keyhive, "encrypt", "--key", key, "-i", "{in}", "-o", "{out}"],
+                           [*keyhive, "decrypt", "--key", key, "-i", "{in}", "-o", "{out}"]),
+                 KEYHIVE_UNSIGNED: ([*keyhive, "encrypt", "--unsigned", "--key", key, "-i", "{in}", "-o", "{out}"],
+                                    [*keyhive, "decrypt", "--key", key, "-i", "{in}", "-o", "{out}"])}
         if esdk:
-            tools["aws-encryption-cli"] = ([esdk, "--encrypt", "-i", "{in}", "-o", "{out}", *esdk_common],
-                                           [esdk, "--decrypt", "-i", "{in}", "-o", "{out}", *esdk_common])
+            tools[ESDK] = ([esdk, "--encrypt", "-i", "{in}", "-o", "{out}", *esdk_common],
+                           [esdk, "--decrypt", "-i", "{in}", "-o", "{out}", *esdk_common])
+            tools[ESDK_UNSIGNED] = ([esdk, "--encrypt", "-i", "{in}", "-o", "{out}", *esdk_common,
+                                     "--algorithm", "AES_256_GCM_HKDF_SHA512_COMMIT_KEY"],
+                                    [esdk, "--decrypt", "-i", "{in}", "-o", "{out}", *esdk_common])
+        small = work / "small.bin"
+        small.write_bytes(os.urandom(MiB))
+        for encrypt, decrypt in tools.values():  # untimed: byte-compile, warm the page cache
+            timed(fill(encrypt, small, work / "small.sealed"), env)
+            timed(fill(decrypt, work / "small.sealed", work / "small.opened"), env)
         for name, (encrypt, decrypt) in tools.items():
-            sealed, opened = work / f"{name}.sealed", work / f"{name}.opened"
+            sealed, opened = work / "sealed", work / "opened"
             rows.append((name, "encrypt", timed(fill(encrypt, plain, sealed), env)))
             rows.append((name, "decrypt", timed(fill(decrypt, sealed, opened), env)))
             if sha256(opened) != expected:
@@ -187,22 +223,36 @@ def main() -> None:
     print(f"# {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"aws-encryption-sdk {aws_encryption_sdk.__version__}, {args.size_mib} MiB file of random bytes, "
           f"page cache warm, one process per command, timed until its output is on disk")
-    print(f"{'command':<22} {'operation':<14} {'seconds':>8} {'MB/s':>8} {'peak RSS MiB':>13}")
+    print(f"{'command':<30} {'operation':<14} {'seconds':>8} {'MB/s':>8} {'peak RSS MiB':>13}")
     rate = {}
     for name, op, t in rows:
         rate[(name, op)] = size / t.seconds / 1e6
-        print(f"{name:<22} {op:<14} {t.seconds:>8.2f} {rate[(name, op)]:>8.0f} {t.peak_rss / MiB:>13.1f}")
+        print(f"{name:<30} {op:<14} {t.seconds:>8.2f} {rate[(name, op)]:>8.0f} {t.peak_rss / MiB:>13.1f}")
     if ceiling:
-        print(f"{'openssl speed':<22} {'aes-256-gcm':<14} {'':>8} {ceiling:>8.0f} {'':>13}  (16 KiB blocks in memory)")
-    for op in ("encrypt", "decrypt", "encrypt >null", "decrypt >null"):
-        ours = rate[("keyhive", op)]
-        line = [f"keyhive {op}: {ours / rate[('sha256sum', 'hash')]:.0%} of sha256sum"]
-        if ("aws-encryption-cli", op) in rate:
-            line.append(f"{ours / rate[('aws-encryption-cli', op)]:.1f}x aws-encryption-cli")
-        openssl_op = "encrypt >null" if op.endswith(">null") else "encrypt"
-        if ("openssl aes-256-ctr", openssl_op) in rate:
-            line.append(f"{ours / rate[('openssl aes-256-ctr', openssl_op)]:.0%} of openssl aes-256-ctr")
-        print(", ".join(line))
+        print(f"{'openssl speed':<30} {'aes-256-gcm':<14} {'':>8} {ceiling:>8.0f} {'':>13}  (16 KiB blocks in memory)")
+    print()
+    for ours, theirs in ((KEYHIVE, ESDK), (KEYHIVE_UNSIGNED, ESDK_UNSIGNED)):
+        for op in OPERATIONS:
+            line = [f"{ours} {op}: {rate[(ours, op)] / rate[('sha256sum', 'hash')]:.0%} of sha256sum"]
+            if (theirs, op) in rate:
+                line.append(f"{rate[(ours, op)] / rate[(theirs, op)]:.1f}x aws-encryption-cli (same suite)")
+            for reference in dict.fromkeys((op, op.replace("decrypt", "encrypt"))):  # the same operation, then encrypt
+                if ("openssl aes-256-ctr", reference) in rate:
+                    share = rate[(ours, op)] / rate[("openssl aes-256-ctr", reference)]
+                    line.append(f"{share:.0%} of openssl aes-256-ctr {reference}")
+            print(", ".join(line))
+    print()
+    for ours, theirs in ((KEYHIVE, ESDK), (KEYHIVE_UNSIGNED, ESDK_UNSIGNED)):
+        for op in OPERATIONS:
+            verdicts = []
+            if (theirs, op) in rate:
+                held = rate[(ours, op)] >= 3 * rate[(theirs, op)]
+                verdicts.append(f">= 3x aws-encryption-cli: {'yes' if held else 'no'}")
+            if ("openssl aes-256-ctr", op) in rate:
+                held = rate[(ours, op)] >= 0.7 * rate[("openssl aes-256-ctr", op)]
+                verdicts.append(f">= 70% of openssl {op}: {'yes' if held else 'no'}")
+            print(f"target, {ours} {op}: {', '.join(verdicts)}")
+
 
 if __name__ == "__main__":
     main()

@@ -10,11 +10,13 @@ key; the plaintext data key is forgotten. Any one of those KMS keys can decrypt.
     message = box.encrypt(b"secret", {"tenant": "t-7"})
     plaintext, context = box.decrypt(message, expected_context={"tenant": "t-7"})
 
-The format is the AWS Encryption SDK's message format version 2 with its default
-key-committing, ECDSA-signed algorithm suite, under the commitment policy
-REQUIRE_ENCRYPT_REQUIRE_DECRYPT: the AWS Encryption SDKs and ``aws-encryption-cli``
-read what this writes, and the other way round. The work is done by the
-aws-encryption-sdk package (the ``envelope`` extra); see docs/envelope.md.
+The format is the AWS Encryption SDK's message format version 2 with a key-committing
+algorithm suite (its default, ECDSA-signed; or, with ``signed=False``, the unsigned one),
+under the commitment policy REQUIRE_ENCRYPT_REQUIRE_DECRYPT: the AWS Encryption SDKs and
+``aws-encryption-cli`` read what this writes, and the other way round. The
+aws-encryption-sdk package (the ``envelope`` extra) provides the KMS key providers, the
+data key cache and the signing keys; the message bytes are written and read here, from
+the published specification. See docs/envelope.md.
 """
 
 from __future__ import annotations

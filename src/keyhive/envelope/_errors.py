@@ -20,6 +20,33 @@ class EnvelopeError(Exception):
     """Encryption or decryption failed; the message says why, and holds no secret."""
 
 
+# Failures raised by Keyhive's own message code (_format, _encrypt, _decrypt); each class
+# has one message below. They never leave the package: ``translated`` turns them into
+# EnvelopeError.
+class MessageCorrupt(Exception):
+    """Malformed, truncated, reordered or tampered bytes, a failed commitment, or bytes after the end."""
+
+
+class ReaderLimitExceeded(Exception):
+    """A message declares a frame or a number of data keys beyond this reader's limits."""
+
+
+class NotCommitting(Exception):
+    """A message in an algorithm suite without key commitment."""
+
+
+class InputLongerThanStated(Exception):
+    """``encrypt_stream`` read more bytes than its ``size`` said."""
+
+
+class FieldTooLong(Exception):
+    """A header field (the serialized encryption context, a key ARN, an encrypted data key) over 65535 bytes."""
+
+
+class BadMaterials(Exception):
+    """The materials manager returned materials this writer cannot use (wrong suite, key size, key count)."""
+
+
 CORRUPT = "the message is corrupt, truncated or was tampered with"
 
 # Failures of the message itself: any bit flip, truncation or reordering lands here.
@@ -38,6 +65,18 @@ def translated(action: str) -> Iterator[None]:
 
 
 def message_for(exc: BaseException, action: str) -> str:
+    if isinstance(exc, MessageCorrupt):
+        return CORRUPT
+    if isinstance(exc, ReaderLimitExceeded):
+        return "the message exceeds this reader's limits (frame length or number of data keys)"
+    if isinstance(exc, NotCommitting):
+        return "the message's algorithm suite does not commit to its data key; refused"
+    if isinstance(exc, InputLongerThanStated):
+        return "the input is longer than its stated size"
+    if isinstance(exc, FieldTooLong):
+        return "the encryption context is too large for a message header (at most 65535 bytes serialized)"
+    if isinstance(exc, BadMaterials):
+        return "the materials manager returned unusable materials (suite, data key or number of keys)"
     if isinstance(exc, sdk.CustomMaximumValueExceeded):  # before the SerializationError it extends
         if action == "encrypt":
             return "the input is longer than its stated size, or there are too many keys to encrypt under"
