@@ -129,7 +129,7 @@ class Supervisor:
                 for worker in self._workers.values():
                     worker.channel.close()
                 self._selector.close()
-                for other in {s for i, s in enumerate(self._sockets) if s is not self._sockets[slot]}:
+                for other in {s for s in self._sockets if s is not self._sockets[slot]}:
                     other.close()
                 for signum in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(signum, signal.SIG_DFL)
