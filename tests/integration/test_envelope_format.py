@@ -118,11 +118,12 @@ def test_round_trip_at_every_frame_boundary(dev_server: RunningServer, key: str,
     header, _ = deserialize_header(io.BytesIO(message))
     assert message[0] == 2 and header.algorithm is (SIGNED if signed else UNSIGNED)
     assert header.frame_length == FRAME_LENGTH
-    # whole frames, then one final frame that holds the rest (a full one when size is a multiple)
-    frames = max(1, -(-size // FRAME_LENGTH))
+    # whole frames, then a final frame that holds the rest (empty when size is a multiple: SDK 3.x
+    # refuses a full final frame)
+    regular = size // FRAME_LENGTH
     footer = 2 + 103 if signed else 0
-    assert len(message) == (body_start(message) + (frames - 1) * (16 + FRAME_LENGTH + 16)
-                            + 24 + (size - (frames - 1) * FRAME_LENGTH) + 16 + footer)
+    assert len(message) == (body_start(message) + regular * (16 + FRAME_LENGTH + 16)
+                            + 24 + (size - regular * FRAME_LENGTH) + 16 + footer)
     assert box.decrypt(message, expected_context={"size": str(size)}) == (data, {"size": str(size)})
     # and from files (the read-ahead thread) into a file
     assert _through_files(box, data) == data
@@ -380,7 +381,7 @@ def test_every_truncation_is_refused(tamper_server: RunningServer, signed: bool)
 def test_frames_reordered_dropped_or_repeated_are_refused(tamper_server: RunningServer, signed: bool) -> None:
     key = tamper_server.client().create_key()["KeyMetadata"]["Arn"]
     box = envelope(tamper_server, key, signed=signed, cache=True)
-    data = os.urandom(4 * 32)  # four full frames: three regular, the last one final and full
+    data = os.urandom(4 * 32 - 5)  # four frames: three regular, then a final one of 27 bytes
     message = small_frames(box, data, {}, 32)
     start, size = body_start(message), 16 + 32 + 16
     frames = [message[start + i * size: start + (i + 1) * size] for i in range(3)]

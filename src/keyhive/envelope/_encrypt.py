@@ -84,7 +84,9 @@ def _frames(src: Readable, out: _Output, cipher: FrameCipher, message_id: bytes,
             block = blocks.get()
             view = block.view
             end = _CIPHERTEXT_AT + length + fmt.TAG_LENGTH
-            if not more:
+            # The final frame holds less than a full frame: data that ends on a frame boundary
+            # gets an empty final frame after it (AWS Encryption SDK 3.x refuses a full one).
+            if not more and length < frame_length:
                 view[:_CIPHERTEXT_AT] = fmt.final_frame_head(number, length)
                 seal(fmt.frame_iv(number), plain, fmt.frame_aad(final_aad, number, length), view[_CIPHERTEXT_AT:end])
                 out.put_block(block, 0, end)
