@@ -187,3 +187,19 @@ def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServ
 @pytest.fixture(scope="module")
 def kms(dev_server: RunningServer):  # type: ignore[no-untyped-def]
     return dev_server.client()
+
+
+@pytest.fixture
+def dev_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The standard AWS credential chain finds the dev credentials and nothing else (for code that
+    builds its own clients, like the Encryption SDK)."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", DEV_ACCESS_KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", DEV_SECRET_ACCESS_KEY)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")

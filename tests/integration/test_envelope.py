@@ -25,25 +25,13 @@ from aws_encryption_sdk.identifiers import Algorithm
 from aws_encryption_sdk.internal.formatting.deserialize import deserialize_header, deserialize_header_auth
 
 from keyhive.envelope import FRAME_LENGTH, CacheLimits, Envelope, EnvelopeError
-from tests.conftest import DEV_ACCESS_KEY_ID, DEV_SECRET_ACCESS_KEY, REGION, RunningServer
+from tests.conftest import REGION, RunningServer
 
 MiB = 1 << 20
 COMMITTING_SIGNED = Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384
 
 
-@pytest.fixture(autouse=True)
-def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The standard AWS credential chain finds the dev credentials and nothing else."""
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", DEV_ACCESS_KEY_ID)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", DEV_SECRET_ACCESS_KEY)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+pytestmark = pytest.mark.usefixtures("dev_aws_environment")
 
 
 @pytest.fixture
