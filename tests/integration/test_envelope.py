@@ -13,7 +13,6 @@ import os
 import struct
 import subprocess
 import sys
-import textwrap
 import time
 from typing import Any
 
@@ -76,72 +75,6 @@ def test_messages_are_aws_encryption_sdk_v2_with_key_commitment(box: Envelope, k
     (edk,) = header.encrypted_data_keys
     assert edk.key_provider.provider_id == "aws-kms" and edk.key_provider.key_info.decode() == key
     assert set(header.encryption_context) == {"a", "aws-crypto-public-key"}
-
-
-STREAM_SCRIPT = textwrap.dedent("""
-    import hashlib, json, os, random, resource, sys, threading
-    from keyhive.envelope import Envelope
-
-    endpoint, key, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
-
-    class Generated:
-        '''total bytes from a seeded generator, hashed as they are handed out.'''
-        def __init__(self, total):
-            self.left, self.rng, self.sha = total, random.Random(20261129), hashlib.sha256()
-        def read(self, n=-1):
-            n = self.left if n is None or n < 0 else min(n, self.left)
-            data = self.rng.randbytes(n)
-            self.left -= n
-            self.sha.update(data)
-            return data
-
-    class Hashing:
-        def __init__(self):
-            self.sha, self.count = hashlib.sha256(), 0
-        def write(self, data):
-            self.sha.update(data)
-            self.count += len(data)
-            return len(data)
-
-    box = Envelope([key], endpoint_url=endpoint)
-    box.decrypt(box.encrypt(b"warm up", {"warm": "up"}))
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-    source, sink, failures = Generated(total), Hashing(), []
-    r, w = os.pipe()
-
-    def encrypt():
-        try:
-            with open(w, "wb") as dst:
-                box.encrypt_stream(source, dst, {"stream": "large"})
-        except BaseException as exc:
-            failures.append(repr(exc))
-
-    writer = threading.Thread(target=encrypt)
-    writer.start()
-    with open(r, "rb") as src:
-        context = box.decrypt_stream(src, sink, expected_context={"stream": "large"})
-    writer.join()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"in": source.sha.hexdigest(), "out": sink.sha.hexdigest(), "bytes": sink.count,
-                      "baseline": baseline, "peak": peak, "failures": failures, "context": context}))
-""")
-
-
-def test_512_mib_streamed_through_a_pipe_in_constant_memory(dev_server: RunningServer, key: str) -> None:
-    total = 512 * MiB
-    started = time.monotonic()
-    result = subprocess.run([sys.executable, "-c", STREAM_SCRIPT, dev_server.endpoint, key, str(total)],
-                            capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout)
-    assert report["failures"] == []
-    assert report["bytes"] == total
-    assert report["in"] == report["out"]
-    assert report["context"] == {"stream": "large"}
-    growth = report["peak"] - report["baseline"]
-    assert growth < 32 * MiB, f"peak RSS grew by {growth / MiB:.1f} MiB while streaming {total // MiB} MiB"
-    print(f"512 MiB encrypt|decrypt: {time.monotonic() - started:.1f}s, RSS growth {growth / MiB:.1f} MiB")
 
 
 # -- several keys ------------------------------------------------------------------------------
