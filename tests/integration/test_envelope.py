@@ -1,6 +1,6 @@
 """keyhive.envelope against a running dev server and the real AWS Encryption SDK.
 
-Round trips from 0 bytes to 512 MiB streamed (peak memory measured), several keys,
+Round trips (streams of several GiB: test_envelope_format.py), several keys,
 interoperability with the SDK used directly, tampering, truncation, reordering, wrong
 context and wrong key, and the data key cache's limits counted in the audit trail.
 """
