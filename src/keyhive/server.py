@@ -31,6 +31,8 @@ DEFAULT_PORT = 8300
 DEFAULT_REGION = "us-east-1"
 DEFAULT_ACCOUNT_ID = "111122223333"
 PR_SET_PDEATHSIG = 1  # prctl(2)
+# The cores this process may run on (a container or taskset may allow fewer than the machine has).
+DEFAULT_WORKERS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class ServerConfig:
     pkcs11_token_label: str | None = None
     pkcs11_key_label: str | None = None
     pkcs11_pin_file: str | None = None
-    workers: int = os.cpu_count() or 1
+    workers: int = DEFAULT_WORKERS
 
 
 DEV_BANNER = """\

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from keyhive.server import (
     DEFAULT_ACCOUNT_ID,
     DEFAULT_PORT,
     DEFAULT_REGION,
+    DEFAULT_WORKERS,
     ServerConfig,
     serve,
 )
@@ -62,8 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
     server.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                         help="server log level (default info); no level ever logs a secret")
-    server.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="worker processes serving the port (default: the number of cores)")
+    server.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                        help="worker processes serving the port (default: the cores this process may use)")
     server.add_argument("--scheduler-interval", type=float, default=60.0, help="seconds between deletion/rotation passes")
     server.add_argument("--barrier-rotation-days", type=float, default=0.0,
                         help="rotate the barrier key after this many days (default 0: only by encryption count)")
