@@ -26,19 +26,18 @@ import hashlib
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
 
-AKID, SECRET = "AKIABENCH00000000001", "bench-secret-access-key-000000000000001"
+sys.path.insert(0, os.path.dirname(__file__))
+from common import AKID, KEYHIVE_ENV, SECRET, free_port, start  # noqa: E402
+
 MiB = 1 << 20
 KEYHIVE, KEYHIVE_UNSIGNED = "keyhive", "keyhive --unsigned"
 ESDK, ESDK_UNSIGNED = "aws-encryption-cli", "aws-encryption-cli (unsigned)"
@@ -51,27 +50,10 @@ class Timing:
     peak_rss: int  # bytes
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_server(port: int) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-m", "keyhive.cli.main", "server", "--dev", "--port", str(port), "--log-level", "warning",
             "--workers", "1"]
-    env = {**os.environ, "KEYHIVE_DEV_ACCESS_KEY_ID": AKID, "KEYHIVE_DEV_SECRET_ACCESS_KEY": SECRET}
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/keyhive/health", timeout=1)
-            return process
-        except urllib.error.HTTPError:
-            return process
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise SystemExit("keyhive server did not start")
+    return start(argv, f"http://127.0.0.1:{port}/keyhive/health", KEYHIVE_ENV)
 
 
 def timed(argv: list[str], env: dict[str, str]) -> Timing:

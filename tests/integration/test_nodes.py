@@ -49,6 +49,7 @@ from tests.conftest import (
     code_of,
     iam_call,
     start_server,
+    wait_for,
 )
 from tests.postgres import PgCluster, cluster, require_psycopg
 
@@ -318,15 +319,6 @@ def answers(node: RunningServer) -> bool:
         return True
     except OSError:
         return False
-
-
-def wait_for(condition: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := condition():
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"not reached within {timeout} s")
 
 
 @dataclass

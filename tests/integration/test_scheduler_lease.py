@@ -16,7 +16,7 @@ from typing import Any, Callable
 import pytest
 
 from keyhive.scheduler import MIN_LEASE_TTL_SECONDS
-from tests.conftest import RunningServer, admin_call, start_server
+from tests.conftest import RunningServer, admin_call, start_server, wait_for
 from tests.postgres import PgCluster, cluster, require_psycopg
 
 require_psycopg()  # before importing psycopg
@@ -35,15 +35,6 @@ def lease(url: str) -> dict[str, Any] | None:
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT value FROM records WHERE path = %s", (LEASE_PATH,)).fetchone()
     return None if row is None else json.loads(bytes(row[0]))
-
-
-def wait_for(condition: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := condition():
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"not reached within {timeout} s")
 
 
 def start_node(tmp: Path, url: str, share: str | None = None) -> RunningServer:

@@ -24,7 +24,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from tests.conftest import REGION, RunningServer, admin_call, free_port, start_server
+from tests.conftest import REGION, RunningServer, admin_call, free_port, start_server, wait_for
 
 WORKERS = 2
 FRESH_CALLS = 40  # fresh connections per check: the chance that one worker gets none is 2 * 2**-40
@@ -65,13 +65,6 @@ def worker_pids(server: RunningServer) -> set[int]:
         if int(fields[1]) == server.process.pid and fields[0] != "Z":
             children.add(int(stat.parent.name))
     return children
-
-
-def wait_for(condition: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
